@@ -1,0 +1,238 @@
+"""What machine is this? Runtime, GPU, memory, disk, library versions, and the problems worth knowing about.
+
+`doctor()` gathers all of it into a report that shows as a table in a notebook and as text or JSON on the
+command line (`nbhelpers doctor [--json]`). Every probe is defensive: the doctor must answer on a broken machine.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 1024**3
+# Versions the curriculum is tested with: the lowest are Colab's preinstalled ones (see README).
+TESTED_RANGES = {
+    "torch": ("2.4", "2.15"),
+    "diffusers": ("0.37", "0.50"),
+    "transformers": ("5.10", "6"),
+    "peft": ("0.18", "1"),
+    "accelerate": ("1.0", "2"),
+    "ipywidgets": ("7.6", "9"),
+}
+LIBRARIES = ["torch", "diffusers", "transformers", "peft", "accelerate", "huggingface_hub", "safetensors",
+             "bitsandbytes", "compel", "ipywidgets", "papermill", "matplotlib", "numpy", "pillow"]
+LOW_DISK_GB = 10
+LOW_RAM_GB = 8
+
+
+def runtime() -> str:
+    """'colab', 'kaggle' or 'local'."""
+    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG") or os.environ.get("COLAB_GPU"):
+        return "colab"
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or os.environ.get("KAGGLE_URL_BASE"):
+        return "kaggle"
+    return "local"
+
+
+def gpu() -> dict | None:
+    """Name, total and free VRAM (GiB), compute capability and bf16 support of GPU 0; None without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    free, total = torch.cuda.mem_get_info(0)
+    return {
+        "name": props.name,
+        "count": torch.cuda.device_count(),
+        "total_gb": round(total / GIB, 2),
+        "free_gb": round(free / GIB, 2),
+        "capability": f"{props.major}.{props.minor}",
+        "bf16": props.major >= 8,
+    }
+
+
+def gpu_hardware_present() -> bool:
+    """True when the machine has an NVIDIA GPU, whether or not torch can use it."""
+    return Path("/dev/nvidia0").exists() or bool(shutil.which("nvidia-smi")) or os.environ.get("COLAB_GPU") == "1"
+
+
+def best_dtype(gpu_info: dict | None = None) -> str:
+    """fp16 on a T4 (no bf16 there), bf16 on Ampere and newer, fp32 on CPU."""
+    gpu_info = gpu() if gpu_info is None else gpu_info
+    if not gpu_info:
+        return "float32"
+    return "bfloat16" if gpu_info.get("bf16") else "float16"
+
+
+def ram() -> dict:
+    """Total and available system RAM in GiB (Linux /proc/meminfo; psutil elsewhere)."""
+    try:
+        values = {}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, rest = line.split(":", 1)
+            values[key] = int(rest.split()[0]) * 1024
+        return {"total_gb": round(values["MemTotal"] / GIB, 2), "available_gb": round(values["MemAvailable"] / GIB, 2)}
+    except (OSError, KeyError, ValueError):
+        try:
+            import psutil
+
+            memory = psutil.virtual_memory()
+            return {"total_gb": round(memory.total / GIB, 2), "available_gb": round(memory.available / GIB, 2)}
+        except Exception:
+            return {"total_gb": None, "available_gb": None}
+
+
+def disk(path: str | os.PathLike = ".") -> dict:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return {"total_gb": None, "free_gb": None}
+    return {"total_gb": round(usage.total / GIB, 2), "free_gb": round(usage.free / GIB, 2)}
+
+
+def versions() -> dict:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def hf_token_available() -> bool:
+    """Whether a Hugging Face token can be found. Never returns or prints the token itself."""
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return True
+    if runtime() == "colab":
+        try:
+            from google.colab import userdata  # type: ignore
+
+            return bool(userdata.get("HF_TOKEN"))
+        except Exception:
+            return False
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return (home / "token").is_file()
+
+
+def _version_tuple(text: str) -> tuple:
+    parts = []
+    for piece in text.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@dataclass
+class Report:
+    facts: dict
+    problems: list = field(default_factory=list)  # (severity, message, fix)
+
+    def rows(self) -> list[tuple[str, str]]:
+        facts = self.facts
+        gpu_info = facts["gpu"]
+        rows = [
+            ("runtime", facts["runtime"]),
+            ("python", facts["python"]),
+            ("GPU", f"{gpu_info['name']} x{gpu_info['count']} (compute {gpu_info['capability']})" if gpu_info else "none"),
+            ("VRAM free / total", f"{gpu_info['free_gb']} / {gpu_info['total_gb']} GiB" if gpu_info else "-"),
+            ("dtype to use", facts["dtype"]),
+            ("RAM available / total", f"{facts['ram']['available_gb']} / {facts['ram']['total_gb']} GiB"),
+            ("disk free / total", f"{facts['disk']['free_gb']} / {facts['disk']['total_gb']} GiB"),
+            ("Hugging Face token", "found (not shown)" if facts["hf_token"] else "not set"),
+            ("profile (auto)", facts["auto_profile"]),
+        ]
+        rows += [(name, version or "not installed") for name, version in facts["versions"].items()]
+        return rows
+
+    def text(self) -> str:
+        rows = self.rows()
+        width = max(len(key) for key, _ in rows)
+        lines = [f"{key.ljust(width)}  {value}" for key, value in rows]
+        lines.append("")
+        if self.problems:
+            for severity, message, fix in self.problems:
+                lines.append(f"[{severity}] {message}\n    fix: {fix}")
+        else:
+            lines.append("No known problems found.")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {**self.facts, "problems": [dict(zip(("severity", "message", "fix"), p)) for p in self.problems]}
+
+    def json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        body = "".join(f"<tr><td><b>{escape(k)}</b></td><td>{escape(str(v))}</td></tr>" for k, v in self.rows())
+        problems = "".join(
+            f"<li><b>{escape(s)}</b>: {escape(m)}<br><i>fix:</i> {escape(f)}</li>" for s, m, f in self.problems
+        ) or "<li>No known problems found.</li>"
+        return f"<table>{body}</table><p><b>Problems</b></p><ul>{problems}</ul>"
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def find_problems(facts: dict) -> list[tuple[str, str, str]]:
+    problems = []
+    if facts["gpu"] is None and facts["gpu_hardware"]:
+        problems.append(("error", "A GPU is present but torch cannot use it (CPU-only torch or a driver mismatch).",
+                         "On Colab never reinstall torch: Runtime > Disconnect and delete runtime, then install "
+                         "only this package. Elsewhere install a CUDA build of torch."))
+    if facts["gpu"] is None and facts["runtime"] in ("colab", "kaggle"):
+        problems.append(("warning", "No GPU on this runtime: notebooks fall back to the `tiny` profile.",
+                         "Colab: Runtime > Change runtime type > T4 GPU. Kaggle: Settings > Accelerator > GPU T4."))
+    widgets = facts["versions"].get("ipywidgets")
+    if facts["runtime"] == "colab" and widgets and _version_tuple(widgets) >= (8,):
+        problems.append(("warning", f"ipywidgets {widgets} on Colab: version 8 widgets do not render there.",
+                         "pip install 'ipywidgets==7.7.1' and restart the runtime."))
+    free_disk = facts["disk"]["free_gb"]
+    if free_disk is not None and free_disk < LOW_DISK_GB:
+        problems.append(("warning", f"Only {free_disk} GiB of disk free: one SD checkpoint needs 2-7 GB.",
+                         "Delete old outputs or the model cache (huggingface-cli delete-cache)."))
+    total_ram = facts["ram"]["total_gb"]
+    if total_ram is not None and total_ram < LOW_RAM_GB:
+        problems.append(("warning", f"Only {total_ram} GiB of RAM: loading large checkpoints may crash the kernel.",
+                         "Use the fp16/safetensors variants and load straight to the GPU."))
+    for name, (low, high) in TESTED_RANGES.items():
+        version = facts["versions"].get(name)
+        if version and not (_version_tuple(low) <= _version_tuple(version) < _version_tuple(high)):
+            problems.append(("warning", f"{name} {version} is outside the tested range [{low}, {high}).",
+                             f"pip install '{name}>={low},<{high}' (on Colab, restart the runtime afterwards)."))
+    return problems
+
+
+def collect(path: str | os.PathLike = ".") -> dict:
+    from nbhelpers.profiles import auto_profile_name
+
+    gpu_info = gpu()
+    return {
+        "runtime": runtime(),
+        "python": sys.version.split()[0],
+        "gpu": gpu_info,
+        "gpu_hardware": gpu_hardware_present(),
+        "dtype": best_dtype(gpu_info),
+        "ram": ram(),
+        "disk": disk(path),
+        "hf_token": hf_token_available(),
+        "versions": versions(),
+        "auto_profile": auto_profile_name(gpu_info),
+    }
+
+
+def doctor(path: str | os.PathLike = ".") -> Report:
+    facts = collect(path)
+    return Report(facts, find_problems(facts))

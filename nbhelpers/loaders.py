@@ -1,0 +1,73 @@
+"""One loader per model family: profile in, ready object out. The only place that calls `from_pretrained`.
+
+Hub ids and the offline `tiny` folders go through the same call; weights are read from safetensors only and
+remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+from nbhelpers import persist
+from nbhelpers.profiles import Profile, ModelSpec, get_profile
+
+
+def resolve_source(spec: ModelSpec) -> str:
+    """A local folder for `tiny:` models (built on first use), else the Hub id unchanged."""
+    if spec.is_tiny:
+        from nbhelpers import tiny
+
+        return str(tiny.ensure(spec.source.removeprefix("tiny:")))
+    return spec.source
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def device_for(profile: Profile) -> str:
+    import torch
+
+    return "cuda" if profile.device == "cuda" and torch.cuda.is_available() else "cpu"
+
+
+def load_chat(profile: Profile | str = "auto"):
+    """(model, tokenizer) of the profile's chat LLM, in eval mode on the profile's device."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    persist.configure_model_cache()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = profile.model("chat")
+    source = resolve_source(spec)
+    device = device_for(profile)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
+        device_map=device if device == "cuda" else None,
+    )
+    return model.eval(), tokenizer
+
+
+def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
+    """The profile's pipeline for `task` ("txt2img", "inpaint" or "train_base"), on the profile's device."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    persist.configure_model_cache()
+    from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+
+    spec = profile.model(task)
+    device = device_for(profile)
+    pipeline_class = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForText2Image
+    options = {"use_safetensors": True, "safety_checker": None, "requires_safety_checker": False}
+    if device == "cuda":
+        options["torch_dtype"] = torch_dtype(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
+        if spec.variant:
+            options["variant"] = spec.variant
+    pipe = pipeline_class.from_pretrained(resolve_source(spec), **options)
+    if spec.offload == "model" and device == "cuda":
+        pipe.enable_model_cpu_offload()
+    elif spec.offload == "sequential" and device == "cuda":
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,104 @@
+"""The start and end of every notebook: resolve the profile, seed, prepare the output folder, time the stages,
+and write `summary.json`.
+
+    run = nbhelpers.start("02_txt2img", profile=profile, seed=seed, output_dir=output_dir)
+    steps = run.param("txt2img", "steps", steps)          # None -> the profile's default, recorded
+    with run.stage("generate"):
+        ...
+    run.finish(images=[...], metrics={...})               # -> <output_dir>/02_txt2img/summary.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+
+from nbhelpers import checks, persist
+from nbhelpers.profiles import PROFILE_NAMES, Profile, get_profile
+
+
+class NotebookRun:
+    def __init__(self, notebook: str, profile: Profile, requested_profile: str, seed: int, out: Path,
+                 parameters: dict):
+        self.notebook = notebook
+        self.profile = profile
+        self.requested_profile = requested_profile
+        self.seed = seed
+        self.out = out
+        self.parameters = dict(parameters)
+        self.timings: dict[str, float] = {}
+        self.results: dict = {}
+
+    def param(self, task: str, name: str, value=None):
+        """`value`, or the profile's default when it is None; recorded in the summary's parameters."""
+        if value is None:
+            value = self.profile.default(task, name)
+        self.parameters[name] = value
+        return value
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def path(self, relative: str) -> Path:
+        """A path inside this notebook's output folder (parent folders created)."""
+        target = self.out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def relative(self, path) -> str:
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.out))
+        except ValueError:
+            return str(path)
+
+    def finish(self, **results) -> Path:
+        """Write summary.json. `images=[paths]` are stored relative to the notebook's output folder."""
+        self.results.update(results)
+        if "images" in self.results:
+            self.results["images"] = [self.relative(p) for p in self.results["images"]]
+        summary = {
+            "notebook": self.notebook,
+            "profile": self.profile.name,
+            "requested_profile": self.requested_profile,
+            "seed": self.seed,
+            "parameters": self.parameters,
+            "timings": self.timings,
+            **self.results,
+        }
+        path = persist.write_summary(self.out, summary)
+        print(f"summary written to {path}")
+        return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def start(notebook: str, *, profile: str = "auto", seed: int = 0, output_dir: str = "", **parameters) -> NotebookRun:
+    """Check the common parameters, set the model cache, resolve the profile, and open the output folder."""
+    checks.choice("profile", profile, PROFILE_NAMES)
+    checks.integer("seed", seed, minimum=0, maximum=2**32 - 1)
+    persist.configure_model_cache()
+    resolved = get_profile(profile)
+    out = persist.ensure_writable(persist.workspace(output_dir) / notebook, "output_dir")
+    seed_everything(seed)
+    print(f"{notebook}: profile {resolved.name} ({resolved.description}); outputs in {out}")
+    return NotebookRun(notebook, resolved, profile, seed, out, {"profile": profile, "seed": seed,
+                                                                 "output_dir": str(output_dir), **parameters})

@@ -1,0 +1,145 @@
+"""Profiles: one name that decides which models, dtypes and default sizes a notebook uses.
+
+A notebook never branches on the hardware. It asks its profile: `profile.model("txt2img")` names what to load,
+`profile.default("txt2img", "steps")` fills a parameter left as None. The loaders in `nbhelpers.loaders` turn a
+profile into ready objects with the same `from_pretrained` call for a Hub id and for a local `tiny` folder.
+
+- tiny:  CPU, offline, seconds. Small models built locally (`nbhelpers tiny`). What CI and the demo run.
+- t4:    a free Colab/Kaggle T4: 15 GB VRAM, ~12.7 GB RAM, fp16 (no bf16 on Turing).
+- large: a GPU with 24 GB or more (L4, A10, A100, H100): bigger models, bf16 where supported.
+- auto:  tiny without a GPU, t4 below 20 GB of VRAM, large above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nbhelpers import checks
+
+TASKS = ("chat", "txt2img", "inpaint", "train_base")
+TINY_PREFIX = "tiny:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str  # a Hub id, or "tiny:<name>" for a model nbhelpers builds offline
+    dtype: str = "float32"
+    variant: str | None = None  # Hub weight variant, e.g. "fp16" halves the download
+    quantization: str | None = None
+    offload: str = "none"  # "none", "model" (one component at a time on the GPU) or "sequential"
+    note: str = ""
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.source.startswith(TINY_PREFIX)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    device: str
+    models: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
+
+    def model(self, task: str) -> ModelSpec:
+        checks.choice("task", task, self.models)
+        return self.models[task]
+
+    def default(self, task: str, name: str):
+        try:
+            return self.defaults[task][name]
+        except KeyError:
+            raise KeyError(f"profile {self.name!r} has no default for {task}.{name}") from None
+
+    def resolve(self, task: str, **values) -> dict:
+        """Fill every None in `values` from this profile's defaults for `task`."""
+        return {key: self.default(task, key) if value is None else value for key, value in values.items()}
+
+
+PROFILES = {
+    "tiny": Profile(
+        name="tiny",
+        description="CPU, offline: small models built locally; every notebook in seconds",
+        device="cpu",
+        models={
+            "chat": ModelSpec("tiny:mixtral"),
+            "txt2img": ModelSpec("tiny:sd"),
+            "inpaint": ModelSpec("tiny:sd-inpaint"),
+            "train_base": ModelSpec("tiny:sd"),
+        },
+        defaults={
+            "chat": {"max_new_tokens": 24, "context_tokens": 256},
+            "txt2img": {"width": 64, "height": 64, "steps": 10, "guidance_scale": 7.5, "num_images": 4,
+                        "max_side": 256, "sampler": "DPM++ 2M Karras"},
+            "inpaint": {"width": 64, "height": 64, "steps": 10, "guidance_scale": 7.5, "strength": 0.75,
+                        "mask_blur": 2, "max_side": 256},
+            "train": {"resolution": 64, "steps": 40, "batch_size": 2, "learning_rate": 1e-3, "rank": 4,
+                      "mixed_precision": "no", "gradient_checkpointing": False, "use_8bit_adam": False},
+        },
+    ),
+    "t4": Profile(
+        name="t4",
+        description="free Colab/Kaggle T4: 15 GB VRAM, ~12.7 GB RAM, fp16",
+        device="cuda",
+        models={
+            "chat": ModelSpec("ibm-granite/granite-3.1-3b-a800m-instruct", dtype="float16",
+                              note="3.3B-parameter MoE (40 experts, top-8), Apache-2.0, native transformers"),
+            "txt2img": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype="float16", variant="fp16"),
+            "inpaint": ModelSpec("stable-diffusion-v1-5/stable-diffusion-inpainting", dtype="float16",
+                                 variant="fp16"),
+            "train_base": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype="float16",
+                                    variant="fp16"),
+        },
+        defaults={
+            "chat": {"max_new_tokens": 256, "context_tokens": 8192},
+            "txt2img": {"width": 512, "height": 512, "steps": 25, "guidance_scale": 7.5, "num_images": 2,
+                        "max_side": 768, "sampler": "DPM++ 2M Karras"},
+            "inpaint": {"width": 512, "height": 512, "steps": 30, "guidance_scale": 7.5, "strength": 0.75,
+                        "mask_blur": 8, "max_side": 768},
+            "train": {"resolution": 512, "steps": 400, "batch_size": 1, "learning_rate": 1e-4, "rank": 4,
+                      "mixed_precision": "fp16", "gradient_checkpointing": True, "use_8bit_adam": True},
+        },
+    ),
+    "large": Profile(
+        name="large",
+        description="GPU with 24 GB or more (L4, A10, A100, H100): SDXL, bf16 where supported",
+        device="cuda",
+        models={
+            "chat": ModelSpec("allenai/OLMoE-1B-7B-0125-Instruct", dtype="bfloat16",
+                              note="6.9B-parameter MoE (64 experts, top-8), Apache-2.0, native transformers"),
+            "txt2img": ModelSpec("stabilityai/stable-diffusion-xl-base-1.0", dtype="float16", variant="fp16"),
+            "inpaint": ModelSpec("diffusers/stable-diffusion-xl-1.0-inpainting-0.1", dtype="float16",
+                                 variant="fp16"),
+            "train_base": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype="float16",
+                                    variant="fp16"),
+        },
+        defaults={
+            "chat": {"max_new_tokens": 512, "context_tokens": 32768},
+            "txt2img": {"width": 1024, "height": 1024, "steps": 30, "guidance_scale": 7.0, "num_images": 2,
+                        "max_side": 1536, "sampler": "DPM++ 2M Karras"},
+            "inpaint": {"width": 1024, "height": 1024, "steps": 30, "guidance_scale": 7.0, "strength": 0.8,
+                        "mask_blur": 16, "max_side": 1536},
+            "train": {"resolution": 512, "steps": 800, "batch_size": 2, "learning_rate": 1e-4, "rank": 8,
+                      "mixed_precision": "bf16", "gradient_checkpointing": False, "use_8bit_adam": False},
+        },
+    ),
+}
+PROFILE_NAMES = tuple(PROFILES) + ("auto",)
+LARGE_GPU_GB = 20
+
+
+def auto_profile_name(gpu_info: dict | None) -> str:
+    if not gpu_info:
+        return "tiny"
+    return "t4" if gpu_info["total_gb"] < LARGE_GPU_GB else "large"
+
+
+def get_profile(name: str = "auto") -> Profile:
+    """The profile called `name`; "auto" looks at the GPU. Unknown names fail with the list of known ones."""
+    checks.choice("profile", name, PROFILE_NAMES)
+    if name == "auto":
+        from nbhelpers import env
+
+        name = auto_profile_name(env.gpu())
+    return PROFILES[name]
