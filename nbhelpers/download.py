@@ -1,0 +1,54 @@
+"""Fetch a profile's models before the lessons need them: Hub downloads with progress bars, or the tiny builds.
+
+Only safetensors weights and the small config/tokenizer files are fetched: never pickled `.bin`/`.ckpt` weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nbhelpers import persist
+from nbhelpers.profiles import Profile
+
+WEIGHT_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*", "*.jinja"]
+NEVER = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data"]
+
+
+def hf_token() -> str | None:
+    """The Hugging Face token from Colab secrets or the environment. Callers must never print or save it."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        return token
+    try:
+        from google.colab import userdata  # type: ignore
+
+        return userdata.get("HF_TOKEN")
+    except Exception:
+        return None
+
+
+def allow_patterns(variant: str | None) -> list[str]:
+    weights = f"*.{variant}.safetensors" if variant else "*.safetensors"
+    return WEIGHT_PATTERNS + [weights]
+
+
+def prepare(profile: Profile, tasks=None) -> dict[str, str]:
+    """Local folders of the profile's models, by task: built (tiny) or downloaded into the model cache (Hub)."""
+    persist.configure_model_cache()
+    from nbhelpers.loaders import resolve_source
+
+    folders, done = {}, {}
+    for task in tasks or profile.models:
+        spec = profile.model(task)
+        key = (spec.source, spec.variant)
+        if key not in done:
+            if spec.is_tiny:
+                done[key] = resolve_source(spec)
+            else:
+                from huggingface_hub import snapshot_download
+
+                print(f"downloading {spec.source} ({spec.variant or 'default'} weights)")
+                done[key] = snapshot_download(spec.source, allow_patterns=allow_patterns(spec.variant),
+                                              ignore_patterns=NEVER, token=hf_token())
+        folders[task] = str(done[key])
+    return folders

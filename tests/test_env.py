@@ -1,0 +1,69 @@
+import json
+import sys
+import types
+
+from nbhelpers import env
+from nbhelpers.cli import main
+
+
+def test_runtime_detects_colab_kaggle_and_local(local_runtime):
+    assert env.runtime() == "local"
+    local_runtime.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    assert env.runtime() == "kaggle"
+    local_runtime.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    local_runtime.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert env.runtime() == "colab"
+
+
+def test_best_dtype_is_fp16_on_a_t4_and_bf16_on_ampere():
+    t4 = {"name": "Tesla T4", "bf16": False, "total_gb": 14.7}
+    a100 = {"name": "A100", "bf16": True, "total_gb": 39.4}
+    assert env.best_dtype(t4) == "float16"
+    assert env.best_dtype(a100) == "bfloat16"
+    assert env.best_dtype({}) == "float32"
+
+
+def _facts(**changes):
+    facts = {"runtime": "local", "python": "3.11", "gpu": None, "gpu_hardware": False, "dtype": "float32",
+             "ram": {"total_gb": 24.0, "available_gb": 20.0}, "disk": {"total_gb": 100.0, "free_gb": 80.0},
+             "hf_token": False, "versions": {"ipywidgets": "7.7.1", "diffusers": "0.39.0"}, "auto_profile": "tiny"}
+    facts.update(changes)
+    return facts
+
+
+def test_healthy_machine_has_no_problems():
+    assert env.find_problems(_facts()) == []
+
+
+def test_problems_found_with_their_fixes():
+    colab_w8 = env.find_problems(_facts(runtime="colab", versions={"ipywidgets": "8.1.5"}))
+    assert any("ipywidgets 8.1.5" in message and "7.7.1" in fix for _, message, fix in colab_w8)
+    cpu_torch = env.find_problems(_facts(gpu_hardware=True))
+    assert any("torch cannot use it" in message for _, message, _ in cpu_torch)
+    low_disk = env.find_problems(_facts(disk={"total_gb": 100.0, "free_gb": 3.0}))
+    assert any("3.0 GiB of disk" in message for _, message, _ in low_disk)
+    old = env.find_problems(_facts(versions={"diffusers": "0.30.0"}))
+    assert any("diffusers 0.30.0 is outside" in message for _, message, _ in old)
+    no_gpu_on_colab = env.find_problems(_facts(runtime="colab"))
+    assert any("No GPU" in message for _, message, _ in no_gpu_on_colab)
+
+
+def test_doctor_table_and_json(capsys, local_runtime):
+    local_runtime.setenv("HF_TOKEN", "hf_SECRETdoNotPrint1234567890abcdefgh")
+    assert main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    for label in ("runtime", "GPU", "RAM available / total", "disk free / total", "dtype to use", "torch",
+                  "diffusers", "transformers", "Hugging Face token"):
+        assert label in text
+    assert "found (not shown)" in text
+    assert main(["doctor", "--json"]) == 0
+    raw = capsys.readouterr().out
+    data = json.loads(raw)
+    assert data["runtime"] == "local" and data["hf_token"] is True
+    assert isinstance(data["problems"], list)
+    assert "SECRETdoNotPrint" not in text + raw
+
+
+def test_doctor_renders_as_html_table_in_notebooks():
+    html = env.doctor()._repr_html_()
+    assert html.startswith("<table>") and "<td><b>GPU</b></td>" in html

@@ -1,0 +1,77 @@
+"""Every notebook: hygiene (what gets committed) and a real papermill run under `tiny`, offline."""
+
+import ast
+import json
+import re
+
+import nbformat
+import pytest
+
+from nbhelpers import REPO, runner
+
+NOTEBOOKS = runner.available()
+NAMES = list(NOTEBOOKS)
+REQUIRED_NOTEBOOKS = ["00_setup"]
+
+
+def _cells(name):
+    return json.loads(NOTEBOOKS[name].read_text())["cells"]
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_the_curriculum_notebooks_exist():
+    assert set(REQUIRED_NOTEBOOKS) <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_valid_and_stripped(name):
+    nbformat.validate(nbformat.read(NOTEBOOKS[name], as_version=4))
+    for cell in _cells(name):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, "commit notebooks stripped"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_parameters_cell_with_the_shared_parameters(name):
+    tagged = [c for c in _cells(name) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assigned = {}
+    for node in ast.parse(_source(tagged[0])).body:
+        if isinstance(node, ast.Assign):
+            assigned[node.targets[0].id] = ast.literal_eval(node.value)
+    assert assigned["profile"] == "auto" and assigned["seed"] == 0 and assigned["output_dir"] == ""
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_badge_install_cell_and_summary(name):
+    cells = _cells(name)
+    badge = f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name}.ipynb"
+    assert cells[0]["cell_type"] == "markdown" and badge in _source(cells[0])
+    install = _source(cells[1])
+    assert "google.colab" in install and "KAGGLE_KERNEL_RUN_TYPE" in install and "pip" in install
+    code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
+    assert not re.search(r"pip[^\n]*install[^\n]*\btorch\b", code), "never reinstall torch"
+    assert "trust_remote_code=True" not in code
+    assert not re.search(r"\bhf_[A-Za-z0-9]{30,}\b", code), "no tokens in notebooks"
+    assert f'nbhelpers.start("{name}"' in code and "run.finish(" in _source(cells[-1])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_under_tiny_offline(name, run_dir):
+    [result] = runner.run([name], profile="tiny", out=run_dir, timeout=300, echo=print)
+    assert result.status == "ok", result.error
+    summary = result.summary
+    for key in ("notebook", "profile", "seed", "parameters", "timings"):
+        assert key in summary
+    assert summary["notebook"] == name and summary["profile"] == "tiny"
+    for image in summary.get("images", []):
+        assert (run_dir / name / image).is_file()
