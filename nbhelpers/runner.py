@@ -38,7 +38,7 @@ class NotebookResult:
 
 def available(folder: Path | None = None) -> dict[str, Path]:
     folder = folder or notebooks_dir()
-    return {path.stem: path for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))}
+    return {path.stem: path for path in sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb"))}
 
 
 def select(names: list[str], folder: Path | None = None) -> list[Path]:
