@@ -2,7 +2,10 @@
 
 import ast
 import json
+import os
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -59,19 +62,46 @@ def test_badge_install_cell_and_summary(name):
     assert f'nbhelpers.start("{name}"' in code and "run.finish(" in _source(cells[-1])
 
 
+FAKE_TOKEN = "hf_FAKEtokenForLeakScan0123456789abcdef"
+
+
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("run")
+def tiny_run(tmp_path_factory):
+    """Every notebook, once, under tiny, with a (fake) Hugging Face token in the environment."""
+    out = tmp_path_factory.mktemp("run")
+    saved = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"] = FAKE_TOKEN
+    try:
+        results = {r.name: r for r in runner.run(None, profile="tiny", out=out, timeout=300, echo=print)}
+        doctor = subprocess.run([sys.executable, "-m", "nbhelpers", "doctor", "--json"], capture_output=True, text=True)
+    finally:
+        os.environ.pop("HF_TOKEN") if saved is None else os.environ.__setitem__("HF_TOKEN", saved)
+    return out, results, doctor
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_runs_under_tiny_offline(name, run_dir):
-    [result] = runner.run([name], profile="tiny", out=run_dir, timeout=300, echo=print)
+def test_runs_under_tiny_offline(name, tiny_run):
+    out, results, _ = tiny_run
+    result = results[name]
     assert result.status == "ok", result.error
     summary = result.summary
     for key in ("notebook", "profile", "seed", "parameters", "timings"):
         assert key in summary
     assert summary["notebook"] == name and summary["profile"] == "tiny"
     for image in summary.get("images", []):
-        assert (run_dir / name / image).is_file()
+        assert (out / name / image).is_file()
+
+
+@pytest.mark.slow
+def test_the_token_is_never_written_or_printed(tiny_run):
+    out, results, doctor = tiny_run
+    assert doctor.returncode == 0 and '"hf_token": true' in doctor.stdout  # the token was there to leak
+    assert FAKE_TOKEN not in doctor.stdout + doctor.stderr
+    scanned = 0
+    for path in out.rglob("*"):
+        if path.is_file():
+            scanned += 1
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), f"token leaked into {path}"
+    assert scanned >= 2 * len(results)  # executed notebooks and summaries at least
+    assert "report.html" in {p.name for p in out.iterdir()}
