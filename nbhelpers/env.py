@@ -28,6 +28,7 @@ LIBRARIES = ["torch", "diffusers", "transformers", "peft", "accelerate", "huggin
              "bitsandbytes", "compel", "ipywidgets", "papermill", "matplotlib", "numpy", "pillow"]
 LOW_DISK_GB = 10
 LOW_RAM_GB = 8
+LOW_VRAM_GB = 2
 
 
 def runtime() -> str:
@@ -150,6 +151,8 @@ class Report:
             ("RAM available / total", f"{facts['ram']['available_gb']} / {facts['ram']['total_gb']} GiB"),
             ("disk free / total", f"{facts['disk']['free_gb']} / {facts['disk']['total_gb']} GiB"),
             ("Hugging Face token", "found (not shown)" if facts["hf_token"] else "not set"),
+            ("workspace", f"{facts['workspace']['path']} ({'writable' if facts['workspace']['writable'] else 'NOT writable'})"),
+            ("Drive", {True: "mounted", False: "not mounted", None: "-"}[facts["drive_mounted"]]),
             ("profile (auto)", facts["auto_profile"]),
         ]
         rows += [(name, version or "not installed") for name, version in facts["versions"].items()]
@@ -207,6 +210,17 @@ def find_problems(facts: dict) -> list[tuple[str, str, str]]:
     if total_ram is not None and total_ram < LOW_RAM_GB:
         problems.append(("warning", f"Only {total_ram} GiB of RAM: loading large checkpoints may crash the kernel.",
                          "Use the fp16/safetensors variants and load straight to the GPU."))
+    if facts.get("workspace") and not facts["workspace"]["writable"]:
+        problems.append(("error", f"The workspace {facts['workspace']['path']} is not writable: outputs cannot be saved.",
+                         "Pass output_dir= (or --out) pointing at a folder you can write, or fix its permissions."))
+    if facts["runtime"] == "colab" and facts.get("drive_mounted") is False:
+        problems.append(("warning", "Google Drive is not mounted: outputs and checkpoints vanish with the runtime.",
+                         "Run 00_setup with mount_drive=True, or google.colab.drive.mount('/content/drive')."))
+    gpu_info = facts["gpu"]
+    if gpu_info and gpu_info["free_gb"] < LOW_VRAM_GB:
+        problems.append(("warning", f"Only {gpu_info['free_gb']} GiB of VRAM free: another notebook or a crashed run "
+                                    "still holds GPU memory.",
+                         "Free it (del pipe; gc.collect(); torch.cuda.empty_cache()) or restart the runtime."))
     for name, (low, high) in TESTED_RANGES.items():
         version = facts["versions"].get(name)
         if version and not (_version_tuple(low) <= _version_tuple(version) < _version_tuple(high)):
@@ -215,7 +229,25 @@ def find_problems(facts: dict) -> list[tuple[str, str, str]]:
     return problems
 
 
-def collect(path: str | os.PathLike = ".") -> dict:
+def workspace_status(path: str | os.PathLike | None = None) -> dict:
+    """The workspace folder and whether it can be written, without creating anything."""
+    from nbhelpers import persist
+
+    if path is None:
+        if runtime() == "colab" and (persist.DRIVE_MOUNT / "MyDrive").is_dir():
+            path = persist.DRIVE_WORKSPACE
+        elif runtime() == "kaggle":
+            path = persist.KAGGLE_WORKSPACE
+        else:
+            path = Path("outputs")
+    existing = Path(path).resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return {"path": str(Path(path).resolve()), "writable": os.access(existing, os.W_OK)}
+
+
+def collect(path: str | os.PathLike | None = None) -> dict:
+    from nbhelpers import persist
     from nbhelpers.profiles import auto_profile_name
 
     gpu_info = gpu()
@@ -226,13 +258,15 @@ def collect(path: str | os.PathLike = ".") -> dict:
         "gpu_hardware": gpu_hardware_present(),
         "dtype": best_dtype(gpu_info),
         "ram": ram(),
-        "disk": disk(path),
+        "disk": disk(path or "."),
         "hf_token": hf_token_available(),
+        "workspace": workspace_status(path),
+        "drive_mounted": (persist.DRIVE_MOUNT / "MyDrive").is_dir() if runtime() == "colab" else None,
         "versions": versions(),
         "auto_profile": auto_profile_name(gpu_info),
     }
 
 
-def doctor(path: str | os.PathLike = ".") -> Report:
+def doctor(path: str | os.PathLike | None = None) -> Report:
     facts = collect(path)
     return Report(facts, find_problems(facts))

@@ -26,7 +26,8 @@ def test_best_dtype_is_fp16_on_a_t4_and_bf16_on_ampere():
 def _facts(**changes):
     facts = {"runtime": "local", "python": "3.11", "gpu": None, "gpu_hardware": False, "dtype": "float32",
              "ram": {"total_gb": 24.0, "available_gb": 20.0}, "disk": {"total_gb": 100.0, "free_gb": 80.0},
-             "hf_token": False, "versions": {"ipywidgets": "7.7.1", "diffusers": "0.39.0"}, "auto_profile": "tiny"}
+             "hf_token": False, "versions": {"ipywidgets": "7.7.1", "diffusers": "0.39.0"}, "auto_profile": "tiny",
+             "workspace": {"path": "/content/outputs", "writable": True}, "drive_mounted": None}
     facts.update(changes)
     return facts
 
@@ -46,13 +47,20 @@ def test_problems_found_with_their_fixes():
     assert any("diffusers 0.30.0 is outside" in message for _, message, _ in old)
     no_gpu_on_colab = env.find_problems(_facts(runtime="colab"))
     assert any("No GPU" in message for _, message, _ in no_gpu_on_colab)
+    no_drive = env.find_problems(_facts(runtime="colab", drive_mounted=False))
+    assert any("Drive is not mounted" in message for _, message, _ in no_drive)
+    read_only = env.find_problems(_facts(workspace={"path": "/ro", "writable": False}))
+    assert any(severity == "error" and "/ro is not writable" in message for severity, message, _ in read_only)
+    busy_gpu = env.find_problems(_facts(gpu={"name": "Tesla T4", "count": 1, "total_gb": 14.7, "free_gb": 0.5,
+                                             "capability": "7.5", "bf16": False}))
+    assert any("0.5 GiB of VRAM free" in message for _, message, _ in busy_gpu)
 
 
 def test_doctor_table_and_json(capsys, local_runtime):
     local_runtime.setenv("HF_TOKEN", "hf_SECRETdoNotPrint1234567890abcdefgh")
     assert main(["doctor"]) == 0
     text = capsys.readouterr().out
-    for label in ("runtime", "GPU", "RAM available / total", "disk free / total", "dtype to use", "torch",
+    for label in ("runtime", "GPU", "workspace", "Drive", "RAM available / total", "disk free / total", "dtype to use", "torch",
                   "diffusers", "transformers", "Hugging Face token"):
         assert label in text
     assert "found (not shown)" in text
@@ -67,3 +75,9 @@ def test_doctor_table_and_json(capsys, local_runtime):
 def test_doctor_renders_as_html_table_in_notebooks():
     html = env.doctor()._repr_html_()
     assert html.startswith("<table>") and "<td><b>GPU</b></td>" in html
+
+
+def test_workspace_status_creates_nothing(tmp_path):
+    target = tmp_path / "not" / "yet"
+    status = env.workspace_status(target)
+    assert status == {"path": str(target.resolve()), "writable": True} and not (tmp_path / "not").exists()
