@@ -1,0 +1,104 @@
+"""The pipelines the benchmark can time.
+
+- "tiny": the offline tiny SD pipeline of the tiny profile (real tiny weights, built locally).
+- "random:<model>": the real architecture of a shipped config (sd15, sdxl) with RANDOM weights. Speed and memory are
+  those of the real model; pictures are noise, so quality figures need real weights. Nothing is downloaded.
+- "<model>" (sd15, sdxl, sd3-medium, flux1-schnell): the real weights from the Hub in the setting the planner picks
+  for the GPU here. Needs a GPU and a download; never used under the tiny profile.
+"""
+
+from __future__ import annotations
+
+from nbhelpers import checks
+from nbhelpers.plan import configs
+
+RANDOM_PREFIX = "random:"
+RANDOM_OK = ("sd15", "sdxl", "tiny-sd")  # DiT pipelines need a T5 tokenizer, which cannot be built offline
+
+
+def names() -> list[str]:
+    return ["tiny"] + [RANDOM_PREFIX + m for m in RANDOM_OK] + list(configs.DIFFUSION)
+
+
+def check(name) -> str:
+    return checks.choice("model", name, names())
+
+
+def is_random(name: str) -> bool:
+    return name.startswith(RANDOM_PREFIX)
+
+
+def load(name: str, device: str = "cpu", dtype: str = "fp32"):
+    """A ready pipeline (progress bar off) for benchmark model `name`."""
+    check(name)
+    import torch
+
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    if name == "tiny":
+        from nbhelpers import loaders
+
+        pipe = loaders.load_diffusion("tiny")
+    elif is_random(name):
+        pipe = _random_pipeline(name.removeprefix(RANDOM_PREFIX))
+    else:
+        pipe = _hub_pipeline(name, torch_dtype)
+    if name == "tiny" or is_random(name):
+        pipe.to(device, torch_dtype)
+    elif not getattr(pipe, "_nbhelpers_offloaded", False):
+        pipe.to(device)  # quantized weights must not be cast
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _random_pipeline(model: str):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from nbhelpers import tiny
+
+    parts = {name: configs.build(lib, cls, configs.component_config(model, name), device="cpu")
+             for name, (lib, cls) in configs.component_classes(model).items()}
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    if model == "sdxl":
+        return StableDiffusionXLPipeline(tokenizer=tiny.clip_tokenizer(), tokenizer_2=tiny.clip_tokenizer(),
+                                         scheduler=scheduler, **parts)
+    return StableDiffusionPipeline(tokenizer=tiny.clip_tokenizer(), scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False, **parts)
+
+
+def _hub_pipeline(model: str, torch_dtype):
+    """Real weights, in the planner's setting for this GPU (GPU only; not run under the tiny profile)."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from nbhelpers import env, persist
+    from nbhelpers.plan import plan
+
+    if not torch.cuda.is_available():
+        raise checks.ParameterError("model", model, "real weights need a GPU; use 'tiny' or 'random:sd15' here")
+    persist.configure_model_cache()
+    gpu = "t4" if env.gpu()["total_gb"] < 20 else "a100-40"
+    verdict = plan(model, gpu)
+    chosen = next((s for s in verdict["settings"] if s["fits"]), None)
+    if chosen is None:
+        raise checks.ParameterError("model", model, f"does not fit a {gpu} in any setting (see `nbhelpers plan`)")
+    options = {"torch_dtype": torch_dtype, "use_safetensors": True}
+    if chosen["quantization"]:
+        from diffusers.quantizers import PipelineQuantizationConfig
+
+        backend = {"int8": "bitsandbytes_8bit", "nf4": "bitsandbytes_4bit"}[chosen["quantization"]]
+        big = [n for n in configs.component_classes(model) if n in ("unet", "transformer", "text_encoder_2",
+                                                                     "text_encoder_3") and
+               configs.component_classes(model)[n][1] != "CLIPTextModelWithProjection"]
+        options["quantization_config"] = PipelineQuantizationConfig(quant_backend=backend,
+                                                                    components_to_quantize=big)
+    pipe = DiffusionPipeline.from_pretrained(configs.source(model), **options)
+    if chosen["offload"] == "model":
+        pipe.enable_model_cpu_offload()
+        pipe._nbhelpers_offloaded = True
+    elif chosen["offload"] == "sequential":
+        pipe.enable_sequential_cpu_offload()
+        pipe._nbhelpers_offloaded = True
+    if chosen["vae_tiling"]:
+        pipe.vae.enable_tiling()
+    return pipe

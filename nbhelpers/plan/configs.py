@@ -1,0 +1,160 @@
+"""The shipped configs, and each component built on PyTorch's meta device to count what it holds.
+
+On the meta device a module has every parameter's shape and dtype but no storage: FLUX's 12 billion parameters
+cost no memory and a few seconds. Counting is exact because it is the real diffusers/transformers module tree.
+
+Diffusion models live in `data/configs/<model>/` in the Hub's own layout (`model_index.json` plus one
+`<component>/config.json` each); the MoE language models are single files written for `nbhelpers.moe.accounting`.
+`tiny-sd` is the offline tiny pipeline (its configs are read from the folder `nbhelpers tiny` builds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbhelpers import checks
+from nbhelpers.paths import data_dir
+
+DIFFUSION = ("sd15", "sdxl", "sd3-medium", "flux1-schnell")
+TINY = ("tiny-sd",)
+MOE_ALIASES = {"t4-moe": "granite-3.1-3b-a800m-instruct"}  # the t4 profile's chat model, by a short name
+
+
+def moe_names() -> tuple[str, ...]:
+    """MoE language models with a config shipped in data/configs (written by the MoE accounting module)."""
+    return tuple(sorted(p.stem for p in (data_dir() / "configs").glob("*.json")))
+
+
+def model_names() -> tuple[str, ...]:
+    return DIFFUSION + moe_names() + tuple(MOE_ALIASES) + TINY
+
+
+def check_model(name) -> str:
+    name = MOE_ALIASES.get(name, name)
+    allowed = model_names()
+    if name not in allowed:
+        raise checks.ParameterError("model", name, "choose one of " + ", ".join(allowed))
+    return name
+
+
+def kind(name: str) -> str:
+    """"diffusion" or "moe"."""
+    return "moe" if check_model(name) in moe_names() else "diffusion"
+
+
+def model_folder(name: str) -> Path:
+    if name == "tiny-sd":
+        from nbhelpers import tiny
+
+        return tiny.ensure("sd")
+    return data_dir() / "configs" / name
+
+
+def component_classes(name: str) -> dict:
+    """component -> (library, class name), from model_index.json; only the components with weights."""
+    index = json.loads((model_folder(name) / "model_index.json").read_text())
+    return {key: tuple(value) for key, value in index.items()
+            if isinstance(value, list) and value[0] in ("diffusers", "transformers")
+            and (model_folder(name) / key / "config.json").is_file()}
+
+
+def source(name: str) -> str:
+    if name == "tiny-sd":
+        return "tiny:sd"
+    if kind(name) == "moe":
+        return json.loads((data_dir() / "configs" / f"{name}.json").read_text()).get("_name_or_path", name)
+    return json.loads((model_folder(name) / "model_index.json").read_text()).get("source", name)
+
+
+def component_config(name: str, component: str) -> dict:
+    return json.loads((model_folder(name) / component / "config.json").read_text())
+
+
+def build(library: str, class_name: str, config: dict, device: str = "meta"):
+    """An instance of `class_name` from `config` on `device` ("meta": shapes only; "cpu": random weights)."""
+    import torch
+
+    with torch.device(device):
+        if library == "diffusers":
+            import diffusers
+
+            cls = getattr(diffusers, class_name)
+            return cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+        import transformers
+
+        values = dict(config)
+        model_type = values.pop("model_type")
+        values.pop("architectures", None)
+        cfg = transformers.AutoConfig.for_model(model_type, **values)
+        return getattr(transformers, class_name)(cfg)
+
+
+@dataclass(frozen=True)
+class ComponentCount:
+    name: str
+    class_name: str
+    total: int  # every parameter, a tied copy counted once
+    linear: int  # weights of nn.Linear layers: what bitsandbytes int8/nf4 can quantize
+    experts: int = 0  # fused MoE expert weights (MoE models only)
+    active: int = 0  # parameters used per token (MoE); equals total for dense components
+
+    def as_dict(self) -> dict:
+        return {"component": self.name, "class": self.class_name, "parameters": self.total,
+                "linear": self.linear, "experts": self.experts, "active": self.active or self.total}
+
+
+def count_module(module) -> tuple[int, int]:
+    """(total parameters, nn.Linear weights) of a module, shared parameters once."""
+    import torch
+
+    total = sum(p.numel() for p in module.parameters())
+    linear = sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+    return total, linear
+
+
+_CACHE: dict = {}
+
+
+def components(name: str) -> list[ComponentCount]:
+    """Parameter counts of every component of model `name`, from meta-device builds (cached)."""
+    name = check_model(name)
+    if name not in _CACHE:
+        _CACHE[name] = _moe_components(name) if kind(name) == "moe" else _diffusion_components(name)
+    return list(_CACHE[name])
+
+
+def _diffusion_components(name: str) -> list[ComponentCount]:
+    counts = []
+    for component, (library, class_name) in component_classes(name).items():
+        module = build(library, class_name, component_config(name, component))
+        total, linear = count_module(module)
+        counts.append(ComponentCount(component, class_name, total, linear))
+    return counts
+
+
+def _moe_components(name: str) -> list[ComponentCount]:
+    from nbhelpers.moe import accounting
+
+    config = accounting.load_config(name)
+    counted = accounting.count_parameters(config)  # the MoE module's own meta-device count, used as is
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total, linear = count_module(model)
+    if total != counted["total"]:
+        raise RuntimeError(f"{name}: {total} parameters here but {counted['total']} in moe.accounting")
+    class_name = (getattr(config, "architectures", None) or [type(model).__name__])[0]
+    return [ComponentCount("model", class_name, counted["total"], linear, counted["experts"], counted["active"])]
+
+
+def analytic_count(name: str, count: ComponentCount) -> int | None:
+    """The same component counted by arithmetic on its config (`nbhelpers.plan.analytic`), where that is covered."""
+    from nbhelpers.plan import analytic
+
+    if kind(name) == "moe":
+        return analytic.count(count.class_name, json.loads((data_dir() / "configs" / f"{name}.json").read_text()))
+    return analytic.count(count.class_name, component_config(name, count.name))

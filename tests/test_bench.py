@@ -1,0 +1,53 @@
+"""The benchmark harness: grid checks, a tiny run through `nbhelpers bench`, CSV/markdown/plot outputs."""
+
+import csv
+
+import pytest
+
+from nbhelpers import cli
+from nbhelpers.bench import Grid, markdown, quality
+from nbhelpers.checks import ParameterError
+
+
+@pytest.mark.parametrize("change, name", [
+    ({"steps": [0]}, "steps"), ({"batches": [-1]}, "batch"), ({"models": ["sd4"]}, "model"),
+    ({"samplers": ["Magic"]}, "sampler"), ({"resolutions": [100]}, "resolution"), ({"steps": []}, "steps"),
+    ({"dtypes": ["int3"]}, "dtype"), ({"attention": ["flash9"]}, "attention"), ({"repeats": 0}, "repeats"),
+])
+def test_impossible_grids_fail_before_any_model_work(change, name):
+    with pytest.raises(ParameterError) as error:
+        Grid(**change).check()
+    assert error.value.name == name
+
+
+def test_grid_points_are_the_product_of_the_axes():
+    grid = Grid(steps=[4, 8], samplers=["Euler", "DPM++ 2M"], batches=[1, 2]).check()
+    assert len(grid.points()) == 8
+
+
+def test_cli_bench_tiny_writes_csv_markdown_and_plot(tmp_path, capsys):
+    code = cli.main(["bench", "--models", "tiny", "--steps", "2,3", "--samplers", "Euler", "--repeats", "1",
+                     "--warmup", "0", "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [r["steps"] for r in rows] == ["2", "3"]
+    assert all(float(r["it_per_s"]) > 0 and float(r["s_per_image"]) > 0 for r in rows)
+    assert rows[0]["peak_kind"] == "peak RSS rise"
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert "| tiny |" in (tmp_path / "results.md").read_text()
+    assert "results:" in capsys.readouterr().out
+
+
+def test_cli_bench_bad_grid_is_one_clear_line(capsys):
+    assert cli.main(["bench", "--steps", "0"]) == 2
+    assert cli.main(["bench", "--batches", "-1"]) == 2
+    assert cli.main(["bench", "--steps", "four"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "steps" in err[0] and "batch" in err[1]
+
+
+def test_markdown_and_quality_notes():
+    text = markdown([{"model": "tiny", "it_per_s": 3.0}], columns=("model", "it_per_s"))
+    assert text.splitlines()[2] == "| tiny | 3.0 |"
+    notes = quality.evaluate("t4")
+    assert notes["fid"].startswith("skipped") and notes["lpips"].startswith("skipped")
