@@ -99,6 +99,11 @@ def start(notebook: str, *, profile: str = "auto", seed: int = 0, output_dir: st
     resolved = get_profile(profile)
     out = persist.ensure_writable(persist.workspace(output_dir) / notebook, "output_dir")
     seed_everything(seed)
+    if resolved.name == "tiny":
+        import torch
+
+        # Tiny tensors: handing work between threads costs more than it saves, and small CI machines share cores.
+        torch.set_num_threads(1)
     print(f"{notebook}: profile {resolved.name} ({resolved.description}); outputs in {out}")
     return NotebookRun(notebook, resolved, profile, seed, out, {"profile": profile, "seed": seed,
                                                                  "output_dir": str(output_dir), **parameters})
