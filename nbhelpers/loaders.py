@@ -6,6 +6,8 @@ remote code is never trusted.
 
 from __future__ import annotations
 
+import contextlib
+
 from nbhelpers import persist
 from nbhelpers.profiles import Profile, ModelSpec, get_profile
 
@@ -17,6 +19,18 @@ def resolve_source(spec: ModelSpec) -> str:
 
         return str(tiny.ensure(spec.source.removeprefix("tiny:")))
     return spec.source
+
+
+@contextlib.contextmanager
+def quiet_loading(*libraries):
+    """Hide the per-component "Loading ..." bars (downloads keep huggingface_hub's own progress bars)."""
+    for library in libraries:
+        library.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library in libraries:
+            library.utils.logging.enable_progress_bar()
 
 
 def torch_dtype(name: str):
@@ -40,11 +54,14 @@ def load_chat(profile: Profile | str = "auto"):
     spec = profile.model("chat")
     source = resolve_source(spec)
     device = device_for(profile)
+    import transformers
+
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
-        device_map=device if device == "cuda" else None,
-    )
+    with quiet_loading(transformers):
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
+            device_map=device if device == "cuda" else None,
+        )
     return model.eval(), tokenizer
 
 
@@ -62,7 +79,11 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
         options["torch_dtype"] = torch_dtype(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
         if spec.variant:
             options["variant"] = spec.variant
-    pipe = pipeline_class.from_pretrained(resolve_source(spec), **options)
+    import diffusers
+    import transformers
+
+    with quiet_loading(diffusers, transformers):
+        pipe = pipeline_class.from_pretrained(resolve_source(spec), **options)
     if spec.offload == "model" and device == "cuda":
         pipe.enable_model_cpu_offload()
     elif spec.offload == "sequential" and device == "cuda":
