@@ -114,3 +114,8 @@ def test_textual_inversion_token(pipe, tmp_path):
         load_textual_inversion(pipe, path, "<tiny-cat>")
     with pytest.raises(ParameterError, match="embedding"):
         load_textual_inversion(pipe, tmp_path / "missing.safetensors", "<other>")
+    pickled = tmp_path / "tiny-dog.bin"
+    torch.save({"<tiny-dog>": torch.randn(dim)}, pickled)
+    with pytest.raises(ParameterError, match="embedding=.*pickle"):
+        load_textual_inversion(pipe, pickled, "<tiny-dog>")
+    assert "<tiny-dog>" not in pipe.tokenizer.get_vocab()

@@ -176,16 +176,20 @@ class PromptEncoder:
         return len(self.pipe.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def load_textual_inversion(pipe, path, token: str):
-    """Load a textual-inversion embedding (a .safetensors or .bin file from training or Civitai) as `token`.
+def load_textual_inversion(pipe, path, token: str, *, allow_pickle: bool = False):
+    """Load a textual-inversion embedding (a .safetensors file from training or Civitai) as `token`.
 
     diffusers' own loader adds the token to the tokenizer and its vector(s) to the text encoder; after that the
-    token works in any prompt, weighted or not: "a photo of (<my-cat>:1.2)".
+    token works in any prompt, weighted or not: "a photo of (<my-cat>:1.2)". Pickled `.bin`/`.pt` embeddings are
+    refused unless `allow_pickle=True` (see nbhelpers.safety).
     """
+    from nbhelpers import safety
+
     checks.text("token", token)
     path = Path(path)
     if not path.is_file():
-        raise checks.ParameterError("embedding", str(path), "must be an existing .safetensors or .bin file")
+        raise checks.ParameterError("embedding", str(path), "must be an existing .safetensors file")
+    safety.check_weights(path, allow_pickle=allow_pickle, parameter="embedding")
     if token in pipe.tokenizer.get_vocab():
         raise checks.ParameterError("token", token, "must be a new token, not one the tokenizer already has")
     pipe.load_textual_inversion(str(path), token=token, use_safetensors=path.suffix == ".safetensors")
