@@ -1,0 +1,33 @@
+"""Run an MoE model whose experts do not fit on the GPU: quantized experts, an LRU cache per layer, prefetch.
+
+- quant:    group-wise int8/int4/int2 quantization of expert weights (HQQ-style zero refinement)
+- cache:    per-layer device cache of a fixed number of experts, LRU eviction, copies on a side CUDA stream
+- experts:  the experts module that replaces `block.experts` (the library's math, weights from the cache)
+- prefetch: guess the next layer's experts with its router and start copying them
+- engine:   `offload_experts(model, cache_size=..., quantization=..., prefetch=...)` -> engine with `.stats()`
+- convert:  stream a checkpoint shard by shard, quantize the experts, save a compact checkpoint; load it
+- support:  which transformers 5 MoE architectures are supported (fused experts layout)
+
+Importing this package is cheap: torch and transformers load when a function needs them.
+"""
+
+import importlib
+
+_LAZY = {
+    "offload_experts": "engine", "OffloadEngine": "engine",
+    "quantize": "quant", "dequantize": "quant", "bits_per_weight": "quant", "weight_error": "quant",
+    "ExpertCache": "cache", "CacheStats": "cache", "OffloadedExperts": "experts", "ExpertCodec": "experts",
+    "Prefetcher": "prefetch", "SUPPORTED": "support", "check_supported": "support",
+    "convert_checkpoint": "convert", "load_offloaded": "convert", "conversion_budget": "convert",
+    "memory_plan": "convert",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
