@@ -59,10 +59,20 @@ def select(names: list[str], folder: Path | None = None) -> list[Path]:
 
 
 def notebook_parameters(path: Path) -> dict:
-    """The names and default values (as source text) of a notebook's `parameters` cell."""
-    import papermill
+    """The names and default values (as source text) of a notebook's `parameters` cell.
 
-    return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+    Read with Python's own parser: papermill's line-based one skips assignments whose comment holds an "=".
+    """
+    import ast
+
+    cells = json.loads(Path(path).read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        return {}
+    source = "".join(tagged[0]["source"]) if isinstance(tagged[0]["source"], list) else tagged[0]["source"]
+    return {target.id: ast.get_source_segment(source, node.value)
+            for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}
 
 
 def parse_value(text: str):
