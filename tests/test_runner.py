@@ -10,7 +10,7 @@ from nbhelpers.cli import main
 
 
 def _notebook(path, body: str, stem: str):
-    params = new_code_cell('profile = "auto"\nseed = 0\noutput_dir = ""\nsteps = 3')
+    params = new_code_cell('profile = "auto"\nseed = 0\noutput_dir = ""  # "" = the default\nsteps = 3  # None = the profile default')
     params.metadata["tags"] = ["parameters"]
     finish = (f"import nbhelpers\nrun = nbhelpers.start({stem!r}, profile=profile, seed=seed, output_dir=output_dir)\n"
               "run.finish(steps=steps)")
