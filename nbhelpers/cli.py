@@ -62,6 +62,13 @@ def parser() -> argparse.ArgumentParser:
     tiny = verbs.add_parser("tiny", help="build the offline tiny models (cached; rebuilt if damaged)")
     tiny.add_argument("--out", default=None, help="cache folder (default ~/.cache/nbhelpers/tiny)")
     tiny.set_defaults(handler=_tiny)
+
+    from nbhelpers.train.cli import add_parser as add_train_parser
+    add_train_parser(verbs)
+    from nbhelpers.plan.cli import add_parser as add_plan_parser
+    from nbhelpers.bench.cli import add_parser as add_bench_parser
+    add_plan_parser(verbs)
+    add_bench_parser(verbs)
     return top
 
 

@@ -1,0 +1,151 @@
+"""Training data: a folder of images (with optional `.txt` captions) read, checked and squared once, up front.
+
+Every image is converted to RGB (transparency composited on white), resized so its shorter side is the training
+resolution and centre-cropped. A folder with no images, a file that is not an image, a corrupt image or a caption
+without its image is a `ParameterError` naming the file, raised before any model is loaded.
+
+The order of examples is a *stream*: position p of the stream is example `permutation(epoch)[p % n]`, with one
+seeded permutation per epoch. Each example also carries its position, and the trainer draws that example's noise and
+timestep from a generator seeded by it. So a batch's content does not depend on how many processes share the work
+or on whether the run was resumed: the basis of exact resume and of DDP matching a single process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbhelpers.checks import ParameterError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+CAPTION_SUFFIX = ".txt"
+
+
+@dataclass
+class ImageSet:
+    images: list  # uint8 tensors (3, H, W), already square at the training resolution
+    prompts: list[str]
+    files: list[Path]
+
+
+def load_folder(folder, resolution: int, *, instance_prompt: str | None = None, use_captions: bool = True,
+                parameter: str = "data") -> ImageSet:
+    """Read every image in `folder`. Captions come from `name.txt`, else `instance_prompt` (always, if not
+    `use_captions`)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ParameterError(parameter, str(folder), "an existing folder of images; this path does not exist")
+    if not folder.is_dir():
+        raise ParameterError(parameter, str(folder), "a folder of images, not a file")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    captions = [p for p in files if p.suffix.lower() == CAPTION_SUFFIX]
+    others = [p.name for p in files if p not in images and p not in captions]
+    if others:
+        raise ParameterError(parameter, str(folder), "only images (" + ", ".join(IMAGE_SUFFIXES) + ") and .txt "
+                             "captions; these are neither: " + ", ".join(others[:5]))
+    if not images:
+        raise ParameterError(parameter, str(folder), "a folder holding at least one image; it holds none")
+    stems = {p.stem for p in images}
+    orphans = [p.name for p in captions if p.stem not in stems]
+    if orphans:
+        raise ParameterError(parameter, str(folder), "every caption beside its image; no image for " + ", ".join(orphans[:5]))
+
+    pictures = [to_tensor(read_image(p, resolution, parameter)) for p in images]
+    prompts = []
+    for path in images:
+        caption_file = path.with_suffix(CAPTION_SUFFIX)
+        caption = caption_file.read_text(encoding="utf-8").strip() if use_captions and caption_file.is_file() else None
+        if caption is None and instance_prompt is None:
+            raise ParameterError(parameter, str(path), "an image with a .txt caption beside it, or pass "
+                                 "instance_prompt (--instance-prompt) to caption every image")
+        if caption == "":
+            raise ParameterError(parameter, str(caption_file), "a caption file with some text; it is empty")
+        prompts.append(caption or instance_prompt)
+    return ImageSet(pictures, prompts, images)
+
+
+def load_images(paths, resolution: int, prompt: str, parameter: str = "class_data") -> ImageSet:
+    """A known list of images, all with one prompt (the cached class images)."""
+    paths = [Path(p) for p in paths]
+    return ImageSet([to_tensor(read_image(p, resolution, parameter)) for p in paths], [prompt] * len(paths), paths)
+
+
+def read_image(path, resolution: int, parameter: str = "data"):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return square(image, resolution)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ParameterError(parameter, str(path), f"a readable image; this one is corrupt ({error})") from None
+
+
+def square(image, resolution: int):
+    """RGB, shorter side = resolution, centre crop. EXIF rotation applied; transparency composited on white."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    image = image.convert("RGB")
+    scale = resolution / min(image.size)
+    size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+    image = image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)
+    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def to_tensor(image):
+    import numpy
+    import torch
+
+    return torch.from_numpy(numpy.asarray(image, dtype=numpy.uint8).copy()).permute(2, 0, 1)
+
+
+def to_model_range(pixels):
+    """uint8 (B, 3, H, W) -> float in [-1, 1], what the VAE expects."""
+    return pixels.float() / 127.5 - 1.0
+
+
+class TrainingStream:
+    """Position p -> one example (and one class example with prior preservation). A map-style dataset of `length`
+    positions: the DataLoader reads it in order and accelerate shards whole batches across processes."""
+
+    def __init__(self, instances: ImageSet, length: int, seed: int, classes: ImageSet | None = None):
+        self.instances, self.classes, self.length, self.seed = instances, classes, length, seed
+        self._orders: dict = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _pick(self, position: int, count: int, part: int) -> int:
+        import torch
+
+        epoch = position // count
+        if self._orders.get(part, (None,))[0] != epoch:  # keep one epoch's order per part in memory
+            generator = torch.Generator().manual_seed(self.seed * 7919 + epoch * 2 + part)
+            self._orders[part] = (epoch, torch.randperm(count, generator=generator).tolist())
+        return self._orders[part][1][position % count]
+
+    def __getitem__(self, position: int) -> dict:
+        i = self._pick(position, len(self.instances.images), 0)
+        item = {"image": self.instances.images[i], "prompt": self.instances.prompts[i], "key": 2 * position}
+        if self.classes is not None:
+            j = self._pick(position, len(self.classes.images), 1)
+            item.update(class_image=self.classes.images[j], class_prompt=self.classes.prompts[j],
+                        class_key=2 * position + 1)
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Instance examples first, then their class examples: the prior loss splits the batch in two halves."""
+    import torch
+
+    images = [it["image"] for it in items] + [it["class_image"] for it in items if "class_image" in it]
+    prompts = [it["prompt"] for it in items] + [it["class_prompt"] for it in items if "class_prompt" in it]
+    keys = [it["key"] for it in items] + [it["class_key"] for it in items if "class_key" in it]
+    return {"images": torch.stack(images), "prompts": prompts, "keys": torch.tensor(keys, dtype=torch.long)}

@@ -1,0 +1,121 @@
+"""What the training notebooks look at: images from fixed seeds, grids, loss curves, a LoRA-scale slider.
+
+    pipe = views.base_pipeline(run.profile)
+    before = views.draw(pipe, prompts, seed=0)
+    pipe.load_lora_weights(result.output)                   # plain diffusers
+    views.show(views.grid([before, views.draw(pipe, prompts, seed=0)], ["before", "after"], prompts))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbhelpers import persist
+from nbhelpers.diffusion.grids import make_grid, save, show  # noqa: F401 (re-exported for the notebooks)
+
+SMOOTHING = 0.8  # exponential moving average for the loss curves: single-step losses are very noisy
+
+
+def base_pipeline(profile):
+    """The base model the trainer starts from (the profile's "train_base"), ready for drawing."""
+    from nbhelpers import loaders
+
+    return loaders.load_diffusion(profile, "train_base")
+
+
+def draw(pipe, prompts, seed: int = 0, steps: int | None = None, size: int | None = None, scale: float | None = None,
+         profile=None) -> list:
+    """One image per prompt, each from `seed`. `scale` sets the strength of loaded LoRA weights (0 = off)."""
+    import torch
+    from nbhelpers.diffusion.generate import cpu_threads
+
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    extra = {"cross_attention_kwargs": {"scale": scale}} if scale is not None else {}
+    with cpu_threads(pipe), torch.no_grad():
+        return [pipe(prompt, num_inference_steps=steps or (10 if size <= 128 else 25), height=size, width=size,
+                     generator=torch.Generator().manual_seed(seed), **extra).images[0] for prompt in prompts]
+
+
+def seeds(pipe, prompt: str, count: int = 4, seed: int = 0, **settings) -> list:
+    """The same prompt from `count` consecutive seeds."""
+    return [draw(pipe, [prompt], seed=seed + i, **settings)[0] for i in range(count)]
+
+
+def grid(rows, row_labels=(), col_labels=(), title: str = ""):
+    return make_grid([list(row) for row in rows], [str(r) for r in row_labels], [_short(c) for c in col_labels], title)
+
+
+def folder_grid(paths, columns: int = 8, title: str = ""):
+    """A grid of image files (the training set, the class images)."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in list(paths)[:columns * 2]]
+    return make_grid([images[i:i + columns] for i in range(0, len(images), columns)], title=title)
+
+
+def loss_figure(losses: list[dict], path, keys=("loss",)):
+    """Loss per step (faint) and its moving average (bold), saved as PNG atomically; returns the figure."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 3.2))
+    axes = figure.subplots()
+    steps = [record["step"] for record in losses]
+    for key in keys:
+        values = [record[key] for record in losses]
+        line, = axes.plot(steps, values, alpha=0.3)
+        axes.plot(steps, _smooth(values), color=line.get_color(), label=f"{key} (smoothed)")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("MSE")
+    axes.legend()
+    figure.tight_layout()
+    with persist.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    return figure
+
+
+def scale_slider(pipe, prompt: str, seed: int = 0, **settings):
+    """A slider for the LoRA scale (0 = base model, 1 = as trained, >1 = exaggerated). Works on ipywidgets 7 and 8."""
+    import ipywidgets
+
+    def redraw(scale):
+        show(draw(pipe, [prompt], seed=seed, scale=scale, **settings)[0].resize((192, 192)))
+
+    slider = ipywidgets.FloatSlider(value=1.0, min=0.0, max=1.5, step=0.25, description="LoRA scale",
+                                    continuous_update=False)
+    return ipywidgets.interactive(redraw, scale=slider)
+
+
+def subject_rate(images, subject) -> float:
+    """How often the lab checker sees `subject` (a shapes.ShapeSpec: colour and shape) in `images`."""
+    from nbhelpers.lab import checker
+
+    return checker.score(images, [subject] * len(images))["accuracy"]["both"]
+
+
+def drift(before, after) -> float:
+    """Mean absolute pixel change (0..1) between two lists of images from the same seeds: how far the model's
+    idea of a prompt moved during training. Large for the class prompt = language drift."""
+    import numpy
+
+    pairs = [(numpy.asarray(a, dtype=numpy.float32), numpy.asarray(b, dtype=numpy.float32)) for a, b in zip(before, after)]
+    return round(float(numpy.mean([numpy.abs(a - b).mean() for a, b in pairs]) / 255), 4)
+
+
+def _smooth(values):
+    out, average = [], None
+    for value in values:
+        average = value if average is None else SMOOTHING * average + (1 - SMOOTHING) * value
+        out.append(average)
+    return out
+
+
+def _short(text, limit: int = 18) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def relative(path, root) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
