@@ -6,18 +6,6 @@ from nbhelpers.checks import ParameterError
 from nbhelpers.moe import count_parameters, kv_cache_bytes, kv_plan, load_config, memory_plan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a shared 2-core machine OpenMP workers spin against each other
-    (the equivalence table took 8.6 s with 2 threads and 0.12 s with 1 under load). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_mixtral_accounting_is_exact():
     counts = count_parameters("mixtral-8x7b")
     assert counts["total"] == 46_702_792_704

@@ -7,25 +7,6 @@ from nbhelpers.moe import GUARDRAIL, chat_messages, chat_text, generate, parse_m
 from nbhelpers.moe.chat import NOT_MODERATED, compare_guardrail, moderate, moderation_prompt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a shared 2-core machine OpenMP workers spin against each other
-    (the equivalence table took 8.6 s with 2 threads and 0.12 s with 1 under load). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_chat():
-    from nbhelpers import loaders
-
-    return loaders.load_chat("tiny")
-
-
 def test_mixtral_template_and_guardrail_in_the_first_user_turn(tiny_chat):
     _, tokenizer = tiny_chat
     assert chat_text(tokenizer, "Hi") == "<s>[INST] Hi [/INST]"

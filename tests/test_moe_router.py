@@ -7,18 +7,6 @@ from nbhelpers.checks import ParameterError
 from nbhelpers.moe import (balanced_logits, collapsed_logits, load_balancing_loss, route, sparse_moe_forward)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a shared 2-core machine OpenMP workers spin against each other
-    (the equivalence table took 8.6 s with 2 threads and 0.12 s with 1 under load). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomise(block, seed):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -8,25 +8,6 @@ from nbhelpers.moe import capture_routing, same_first_expert_rate
 from nbhelpers.moe.routing import Routing, compare_prompts, plot_expert_heatmap, plot_expert_load
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a shared 2-core machine OpenMP workers spin against each other
-    (the equivalence table took 8.6 s with 2 threads and 0.12 s with 1 under load). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_chat():
-    from nbhelpers import loaders
-
-    return loaders.load_chat("tiny")
-
-
 def _tiny_model(kind):
     from transformers import GraniteMoeConfig, GraniteMoeForCausalLM, OlmoeConfig, OlmoeForCausalLM
 

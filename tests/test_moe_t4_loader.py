@@ -10,18 +10,6 @@ from nbhelpers.moe import capture_routing, count_parameters, generate, load_conf
 from nbhelpers.profiles import ModelSpec, get_profile
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a shared 2-core machine OpenMP workers spin against each other
-    (the equivalence table took 8.6 s with 2 threads and 0.12 s with 1 under load). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def local_t4_profile(tmp_path_factory):
     """A copy of the t4 profile whose chat model is a tiny Granite MoE saved to disk, on the CPU."""
