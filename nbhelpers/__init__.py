@@ -9,17 +9,13 @@ __version__ = "0.1.0"
 REPO = "t4-curriculum/moe-diffusion-t4"
 
 _LAZY = {
-    "start": "nbhelpers.notebook",
-    "NotebookRun": "nbhelpers.notebook",
-    "doctor": "nbhelpers.env",
-    "get_profile": "nbhelpers.profiles",
-    "ParameterError": "nbhelpers.checks",
+    "start": "notebook",
+    "NotebookRun": "notebook",
+    "doctor": "env",
+    "get_profile": "profiles",
+    "ParameterError": "checks",
 }
 
+from nbhelpers.lazy import exports  # noqa: E402
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")
+__getattr__, __dir__ = exports(__name__, _LAZY)

@@ -13,7 +13,7 @@
 Importing this package is cheap: torch and transformers load when a function needs them.
 """
 
-import importlib
+from nbhelpers.lazy import exports
 
 _LAZY = {
     "sparse_moe_forward": "router", "route": "router",
@@ -30,11 +30,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = exports(__name__, _LAZY)
