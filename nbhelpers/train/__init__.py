@@ -2,7 +2,7 @@
 
     from nbhelpers.train import TrainConfig, train
     result = train(TrainConfig(mode="lora", data="data/train/lora", output="outputs/lora", profile="tiny"))
-    pipe.load_lora_weights(result.output)
+    pipe.load_lora_weights(result.output, weight_name="pytorch_lora_weights.safetensors")
 
 Modules: config (settings and their checks), data (image folders), priors (class images and the prior loss),
 loop (the accelerate trainer, `launch` for several GPUs from a notebook), checkpoints (save, keep, resume),

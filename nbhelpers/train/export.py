@@ -90,7 +90,7 @@ def model_card(config, base_model: str, losses: list[dict], seconds: float) -> s
     rows = "\n".join(f"| {name} | {value} |" for name, value in config.settings().items()
                      if name not in ("output", "progress", "class_data"))
     prompt = config.instance_prompt or "(your prompt)"
-    load = (f'pipe.load_lora_weights("{config.output}")\npipe("{prompt}", cross_attention_kwargs={{"scale": 1.0}})'
+    load = (f'pipe.load_lora_weights("{config.output}", weight_name="{LORA_FILE}")\npipe("{prompt}", cross_attention_kwargs={{"scale": 1.0}})'
             if not config.full_finetune else
             f'pipe.unet = UNet2DConditionModel.from_pretrained("{config.output}/unet", use_safetensors=True)')
     front = "\n".join(["---", f"base_model: {base_model}", "library_name: diffusers", "tags:"]

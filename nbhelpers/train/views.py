@@ -2,7 +2,7 @@
 
     pipe = views.base_pipeline(run.profile)
     before = views.draw(pipe, prompts, seed=0)
-    pipe.load_lora_weights(result.output)                   # plain diffusers
+    pipe.load_lora_weights(result.output, weight_name="pytorch_lora_weights.safetensors")  # plain diffusers
     views.show(views.grid([before, views.draw(pipe, prompts, seed=0)], ["before", "after"], prompts))
 """
 
