@@ -5,6 +5,7 @@ import torch
 
 from nbhelpers.checks import ParameterError
 from nbhelpers.moe import capture_routing, same_first_expert_rate
+from nbhelpers.moe.layouts import num_experts as layout_num_experts, routers
 from nbhelpers.moe.routing import Routing, compare_prompts, plot_expert_heatmap, plot_expert_load
 
 
@@ -42,16 +43,43 @@ def test_capture_on_tiny_mixtral_matches_the_library_router(tiny_chat):
     assert torch.allclose(routing.load().sum(dim=1), torch.full((2,), 2.0))  # k picks per token
 
 
+def _library_routing(model, ids):
+    """The router logits transformers reports, and what the last layer's router returned (logits, weights, index).
+
+    transformers 5.24 reports `router_logits` for every supported model and its routers return (logits, weights,
+    index). Granite MoE in transformers 5.15 (Colab) reports none (None) and its router returns (index, weights,
+    logits): there the logits are taken from each router's own return value.
+    """
+    returned = []
+    handles = [r.register_forward_hook(lambda m, i, o: returned.append(o)) for r in routers(model)]
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, output_router_logits=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if returned[-1][0].is_floating_point():
+        ordered = returned
+    else:  # the older Granite MoE order, recognised by its integer first tensor
+        ordered = [(logits, weights, index) for index, weights, logits in returned]
+        assert out.router_logits is None
+    logits = out.router_logits if out.router_logits is not None else [o[0] for o in ordered]
+    return logits, ordered[-1]
+
+
 @pytest.mark.parametrize("kind", ["granitemoe", "olmoe"])
 def test_capture_on_other_layouts(kind, tiny_chat):
     _, tokenizer = tiny_chat
     model = _tiny_model(kind)
     routing = capture_routing(model, tokenizer, "def add(a, b): return a + b")
-    out = model(input_ids=tokenizer("def add(a, b): return a + b", return_tensors="pt")["input_ids"],
-                output_router_logits=True)
+    logits, (_, weights, index) = _library_routing(
+        model, tokenizer("def add(a, b): return a + b", return_tensors="pt")["input_ids"])
     assert routing.layers == model.config.num_hidden_layers
     assert routing.experts.shape[-1] == model.config.num_experts_per_tok
-    assert torch.allclose(out.router_logits[-1].float(), routing.logits[-1], atol=1e-6)
+    assert routing.num_experts == layout_num_experts(model.config)
+    assert torch.allclose(logits[-1].float(), routing.logits[-1], atol=1e-6)
+    assert torch.equal(index, routing.experts[-1])  # the experts the library's router hands to its experts
+    assert torch.allclose(weights.float(), routing.weights[-1], atol=1e-6)
     if kind == "olmoe":  # norm_topk_prob is False for OLMoE: weights are raw probabilities
         assert (routing.weights.sum(-1) < 1).all()
 

@@ -10,6 +10,11 @@ the attribute names and one routing detail:
 | granitemoe | layers[i].block_sparse_moe | block_sparse_moe.router  | yes (softmax over the top-k logits: the same) |
 | olmoe      | layers[i].mlp            | mlp.gate                   | config.norm_topk_prob (False for OLMoE-1B-7B) |
 
+Every router returns three tensors: its logits (tokens, E), the top-k weights and the top-k expert indices, in that
+order in transformers 5.24. Granite MoE's router in transformers 5.15 (the version Colab ships) returns them reversed,
+`(top_k_index, top_k_weights, router_logits)`, and that model does not report `router_logits`.
+`split_router_output` reads either order from the tensors themselves (the index is the integer one).
+
 A new architecture (for example the lab MoE a later notebook trains) joins with `register_layout`.
 """
 
@@ -23,7 +28,7 @@ from nbhelpers.checks import ParameterError
 @dataclass(frozen=True)
 class MoeLayout:
     block: str  # attribute of a decoder layer holding the MoE block
-    router: str  # attribute of the block holding the router (its first output, or output, is the logits)
+    router: str  # attribute of the block holding the router (`split_router_output` reads what it returns)
     renormalize: bool | str = True  # True/False, or the name of a config flag that decides
     experts_key: str = "num_local_experts"  # config field with the expert count
 
@@ -83,6 +88,20 @@ def moe_blocks(model) -> list:
 def routers(model) -> list:
     layout = layout_of(model)
     return [getattr(block, layout.router) for block in moe_blocks(model)]
+
+
+def split_router_output(output):
+    """(logits, top_k_weights, top_k_index) from what a router returned, in whichever order it returned them.
+
+    A plain linear gate returns the logits alone (weights and index are then None). A three-tensor router whose
+    first tensor holds integers is the older Granite MoE order (index, weights, logits).
+    """
+    if not isinstance(output, (tuple, list)):
+        return output, None, None
+    if len(output) == 3 and not output[0].is_floating_point():
+        output = tuple(reversed(output))
+    logits = output[0]
+    return logits, (output[1] if len(output) > 1 else None), (output[2] if len(output) > 2 else None)
 
 
 def block_parts(block):

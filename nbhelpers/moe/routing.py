@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nbhelpers import checks
-from nbhelpers.moe.layouts import layout_of, renormalizes, routers, top_k as config_top_k
+from nbhelpers.moe.layouts import layout_of, renormalizes, routers, split_router_output, top_k as config_top_k
 from nbhelpers.moe.router import route
 
 
@@ -75,7 +75,7 @@ def capture_routing(model, tokenizer, prompt: str, chat: bool = False) -> Routin
     captured = []
 
     def keep(module, inputs, output):
-        logits = output[0] if isinstance(output, tuple) else output
+        logits = split_router_output(output)[0]  # the logits come first or last, depending on the version
         captured.append(logits.detach().float().reshape(-1, logits.shape[-1]).cpu())
 
     handles = [r.register_forward_hook(keep) for r in routers(model)]

@@ -13,6 +13,10 @@ installed transformers 5 source:
 | qwen3_moe   | layers[i].mlp        | gate   | fused          | dense layers left alone, as for qwen2_moe           |
 | granitemoe  | layers[i].block_sparse_moe | router | fused    | softmax over the top-k logits                       |
 
+Granite MoE's router returns `(top_k_index, top_k_weights, logits)` in transformers 5.15 (Colab) and
+`(logits, top_k_weights, top_k_index)` in 5.24; its experts are the same fused module in both. `MoeLayer.router`
+hands back the 5.24 order in either version.
+
 Refused: GPT-OSS (transposed, interleaved, with biases), DeepSeek-V3 and other grouped/sigmoid routers, Jamba,
 PhiMoE and anything else: not tested here, so the engine says so instead of silently computing something else.
 """
@@ -24,10 +28,21 @@ from dataclasses import dataclass
 from torch import nn
 
 from nbhelpers.checks import ParameterError
+from nbhelpers.moe.layouts import split_router_output
 
 BLOCKS = {"mixtral": ("mlp", "gate"), "olmoe": ("mlp", "gate"), "qwen2_moe": ("mlp", "gate"),
           "qwen3_moe": ("mlp", "gate"), "granitemoe": ("block_sparse_moe", "router")}
 SUPPORTED = tuple(BLOCKS)
+
+
+class OrderedRouter:
+    """Calls a router and returns (logits, top_k_weights, top_k_index), whatever order the library uses."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, hidden_states):
+        return split_router_output(self.module(hidden_states))
 
 
 @dataclass
@@ -35,7 +50,7 @@ class MoeLayer:
     index: int  # decoder layer number
     layer: nn.Module  # the decoder layer
     block: nn.Module  # its MoE block
-    router: nn.Module  # returns (logits, top_k_weights, top_k_index)
+    router: OrderedRouter  # returns (logits, top_k_weights, top_k_index)
     norm: nn.Module | None  # the norm in front of the MoE block (used to guess this layer's routing early)
 
 
@@ -63,7 +78,7 @@ def moe_layers(model) -> list[MoeLayer]:
         if block is None or not hasattr(block, "experts"):
             continue
         check_experts(block.experts, kind)
-        found.append(MoeLayer(index, layer, block, getattr(block, router_name),
+        found.append(MoeLayer(index, layer, block, OrderedRouter(getattr(block, router_name)),
                               getattr(layer, "post_attention_layernorm", None)))
     if not found:
         raise ParameterError("model", kind, "a model with at least one MoE layer")
