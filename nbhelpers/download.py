@@ -42,7 +42,7 @@ def prepare(profile: Profile, tasks=None) -> dict[str, str]:
         spec = profile.model(task)
         key = (spec.source, spec.variant)
         if key not in done:
-            if spec.is_tiny:
+            if spec.is_offline:
                 done[key] = resolve_source(spec)
             else:
                 from huggingface_hub import snapshot_download

@@ -9,15 +9,21 @@ from __future__ import annotations
 import contextlib
 
 from nbhelpers import persist
-from nbhelpers.profiles import Profile, ModelSpec, get_profile
+from nbhelpers.profiles import LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
 
 
 def resolve_source(spec: ModelSpec) -> str:
-    """A local folder for `tiny:` models (built on first use), else the Hub id unchanged."""
-    if spec.is_tiny:
+    """A local folder for `tiny:` models (built on first use) and `lab:` models (shipped), else the Hub id."""
+    if spec.source.startswith(TINY_PREFIX):
         from nbhelpers import tiny
 
-        return str(tiny.ensure(spec.source.removeprefix("tiny:")))
+        return str(tiny.ensure(spec.source.removeprefix(TINY_PREFIX)))
+    if spec.source.startswith(LAB_PREFIX):
+        from nbhelpers import safety
+        from nbhelpers.paths import data_dir
+
+        folder = data_dir() / "lab" / spec.source.removeprefix(LAB_PREFIX)
+        return str(safety.check_weights(folder, parameter="model"))
     return spec.source
 
 

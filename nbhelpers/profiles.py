@@ -4,7 +4,8 @@ A notebook never branches on the hardware. It asks its profile: `profile.model("
 `profile.default("txt2img", "steps")` fills a parameter left as None. The loaders in `nbhelpers.loaders` turn a
 profile into ready objects with the same `from_pretrained` call for a Hub id and for a local `tiny` folder.
 
-- tiny:  CPU, offline, seconds. Small models built locally (`nbhelpers tiny`). What CI and the demo run.
+- tiny:  CPU, offline, seconds. Lab models trained on synthetic data and shipped in data/lab, or small random
+         models built locally (`nbhelpers tiny`). What CI and the demo run.
 - t4:    a free Colab/Kaggle T4: 15 GB VRAM, ~12.7 GB RAM, fp16 (no bf16 on Turing).
 - large: a GPU with 24 GB or more (L4, A10, A100, H100): bigger models, bf16 where supported.
 - auto:  tiny without a GPU, t4 below 20 GB of VRAM, large above.
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from nbhelpers import checks
 
 TASKS = ("chat", "txt2img", "inpaint", "train_base")
-TINY_PREFIX = "tiny:"
+TINY_PREFIX = "tiny:"  # built on this machine from a seed (nbhelpers.tiny)
+LAB_PREFIX = "lab:"  # trained once, shipped in data/lab (nbhelpers.lab)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    source: str  # a Hub id, or "tiny:<name>" for a model nbhelpers builds offline
+    source: str  # a Hub id, "tiny:<name>" (built offline) or "lab:<name>" (shipped in data/lab)
     dtype: str = "float32"
     variant: str | None = None  # Hub weight variant, e.g. "fp16" halves the download
     quantization: str | None = None
@@ -30,8 +32,8 @@ class ModelSpec:
     note: str = ""
 
     @property
-    def is_tiny(self) -> bool:
-        return self.source.startswith(TINY_PREFIX)
+    def is_offline(self) -> bool:
+        return self.source.startswith((TINY_PREFIX, LAB_PREFIX))
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ PROFILES = {
         description="CPU, offline: small models built locally; every notebook in seconds",
         device="cpu",
         models={
-            "chat": ModelSpec("tiny:mixtral"),
+            "chat": ModelSpec("lab:mixtral", note="1M-parameter lab MoE trained on the offline corpus"),
             "txt2img": ModelSpec("tiny:sd"),
             "inpaint": ModelSpec("tiny:sd-inpaint"),
             "train_base": ModelSpec("tiny:sd"),

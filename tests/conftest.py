@@ -32,7 +32,14 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_chat():
-    """The tiny Mixtral and its tokenizer, through the profile loader (loaded once per session)."""
-    from nbhelpers import loaders
+    """The random-weight tiny Mixtral (2 layers, 512-token vocabulary) and its tokenizer, through the profile loader.
 
-    return loaders.load_chat("tiny")
+    Tests that build other architectures around its tokenizer need these fixed sizes; the `tiny` profile itself
+    chats with the trained lab model (tests/test_lab_moe.py)."""
+    from dataclasses import replace
+
+    from nbhelpers import loaders
+    from nbhelpers.profiles import PROFILES, ModelSpec
+
+    tiny = PROFILES["tiny"]
+    return loaders.load_chat(replace(tiny, models={**tiny.models, "chat": ModelSpec("tiny:mixtral")}))

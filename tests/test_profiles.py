@@ -24,7 +24,7 @@ def test_every_profile_covers_every_task_with_the_same_default_names():
 
 def test_tiny_is_offline_and_t4_uses_real_hub_models_in_fp16():
     tiny, t4 = profiles.get_profile("tiny"), profiles.get_profile("t4")
-    assert all(spec.is_tiny for spec in tiny.models.values())
+    assert all(spec.is_offline for spec in tiny.models.values())
     assert tiny.device == "cpu"
     assert t4.model("txt2img").source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert t4.model("inpaint").source == "stable-diffusion-v1-5/stable-diffusion-inpainting"

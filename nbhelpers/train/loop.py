@@ -212,7 +212,7 @@ def class_images(config: TrainConfig, pipe, source: str, accelerator) -> data.Im
 
     root = Path(config.class_data) if config.class_data else Path(config.output).parent / "class_images"
     spec = get_profile(config.profile).model("train_base")
-    key = priors.model_key(loaders.resolve_source(spec) if spec.is_tiny else source)
+    key = priors.model_key(loaders.resolve_source(spec) if spec.is_offline else source)
     folder = priors.class_folder(root, config.class_prompt, key, config.resolution, config.class_image_steps)
     paths = [folder / priors.CLASS_FILE.format(i) for i in range(config.num_class_images)]
     if accelerator.is_main_process:

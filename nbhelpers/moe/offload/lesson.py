@@ -15,7 +15,7 @@ import torch
 from nbhelpers import checks
 
 DEFAULTS = {
-    "tiny": {"source": "tiny:mixtral", "cache_size": 2, "quantization": "int4", "max_new_tokens": 24,
+    "tiny": {"source": "lab:mixtral", "cache_size": 2, "quantization": "int4", "max_new_tokens": 24,
              "sweep": True},
     "t4": {"source": "mistralai/Mixtral-8x7B-Instruct-v0.1", "cache_size": 4, "quantization": "int2",
            "max_new_tokens": 64, "sweep": False},
@@ -46,19 +46,18 @@ def plan_table(cache_sizes=(2, 3, 4, 5, 6), quantization="int2") -> list[dict]:
 
 
 def source_folder(source: str, token=None) -> str:
-    """A local folder for "tiny:<name>" (built offline), else the Hub id unchanged."""
-    if source.startswith("tiny:"):
-        from nbhelpers import tiny
+    """A local folder for "tiny:<name>" and "lab:<name>", else the Hub id unchanged."""
+    from nbhelpers.loaders import resolve_source
+    from nbhelpers.profiles import ModelSpec
 
-        return str(tiny.ensure(source.removeprefix("tiny:")))
-    return source
+    return resolve_source(ModelSpec(source))
 
 
 def default_folder(source: str, quantization) -> Path:
     """Local disk, never Drive: Mixtral's converted checkpoint (17.3 GB) is larger than a free Drive (15 GB)."""
     from nbhelpers import persist
 
-    name = source.removeprefix("tiny:").replace("/", "--")
+    name = source.replace(":", "-").replace("/", "--")
     return persist.nbhelpers_cache() / "offload" / f"{name}-{quantization or 'none'}"
 
 
