@@ -104,6 +104,10 @@ def atomic_path(target: str | os.PathLike):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a process killed mid-save
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(stale)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     _remove(tmp)
     try:
@@ -161,6 +165,16 @@ def to_jsonable(obj):
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -57,6 +57,10 @@ def test_save_killed_midway_leaves_the_old_weights_loadable(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert torch.equal(load_file(str(target))["w"], torch.ones(1000))
+    assert len(list(tmp_path.glob(".weights.safetensors.tmp-*"))) == 1  # the killed writer's half file
+    save_file({"w": torch.zeros(1000)}, str(target))  # (not through nbhelpers: the stale file stays)
+    persist.atomic_write_bytes(target, (tmp_path / "weights.safetensors").read_bytes())
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]  # the next save cleans up after it
 
 
 def test_atomic_folder_replaces_a_whole_folder(tmp_path):
