@@ -31,15 +31,25 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_chat():
+def random_tiny():
+    """The `tiny` profile with the seeded random builders instead of the lab models: fixed small sizes, a
+    9-channel inpainting UNet, and mechanics tests that do not depend on what the lab models learned."""
+    from dataclasses import replace
+
+    from nbhelpers.profiles import PROFILES, ModelSpec
+
+    tiny = PROFILES["tiny"]
+    models = {"chat": ModelSpec("tiny:mixtral"), "txt2img": ModelSpec("tiny:sd"),
+              "inpaint": ModelSpec("tiny:sd-inpaint"), "train_base": ModelSpec("tiny:sd")}
+    return replace(tiny, models=models)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(random_tiny):
     """The random-weight tiny Mixtral (2 layers, 512-token vocabulary) and its tokenizer, through the profile loader.
 
     Tests that build other architectures around its tokenizer need these fixed sizes; the `tiny` profile itself
     chats with the trained lab model (tests/test_lab_moe.py)."""
-    from dataclasses import replace
-
     from nbhelpers import loaders
-    from nbhelpers.profiles import PROFILES, ModelSpec
 
-    tiny = PROFILES["tiny"]
-    return loaders.load_chat(replace(tiny, models={**tiny.models, "chat": ModelSpec("tiny:mixtral")}))
+    return loaders.load_chat(random_tiny)

@@ -14,8 +14,8 @@ FAST = {"steps": 3}
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return Engine("tiny", say=lambda message: None)
+def engine(random_tiny):
+    return Engine(random_tiny, say=lambda message: None)
 
 
 @pytest.fixture(scope="module")

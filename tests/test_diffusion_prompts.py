@@ -58,10 +58,10 @@ def test_chunks_split_at_break_and_drop_empty_text():
 
 
 @pytest.fixture(scope="module")
-def pipe():
+def pipe(random_tiny):
     from nbhelpers import loaders
 
-    return loaders.load_diffusion("tiny", "txt2img")
+    return loaders.load_diffusion(random_tiny, "txt2img")
 
 
 def test_plain_prompt_matches_diffusers_own_encoding(pipe):

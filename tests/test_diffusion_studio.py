@@ -9,8 +9,8 @@ from nbhelpers.diffusion.studio import Studio
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return Engine("tiny", say=lambda message: None)
+def engine(random_tiny):
+    return Engine(random_tiny, say=lambda message: None)
 
 
 def test_generate_button_makes_images_with_the_widget_settings(engine, tmp_path):

@@ -11,10 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nbhelpers.loaders import resolve_source
+from nbhelpers.profiles import PROFILES
 from nbhelpers.train import TrainConfig, checkpoints, export, shipped_data, train
 
 LORA = str(shipped_data("lora"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+BASE = resolve_source(PROFILES["tiny"].model("train_base"))  # the model `--profile tiny` trains on
 
 
 def _lora(output, **overrides):
@@ -46,10 +50,9 @@ def reference(tmp_path_factory):
 
 def test_the_lora_loads_in_plain_diffusers_and_changes_the_output(reference):
     from diffusers import StableDiffusionPipeline
-    from nbhelpers import tiny
 
     assert reference.lora.is_file() and len(reference.losses) == 4
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny.ensure("sd")), safety_checker=None, use_safetensors=True)
+    pipe = StableDiffusionPipeline.from_pretrained(BASE, safety_checker=None, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
 
     def draw():
@@ -76,10 +79,9 @@ def test_the_kohya_export_has_the_expected_key_names(reference):
 def test_the_kohya_file_draws_like_the_diffusers_file(reference):
     """diffusers reads kohya files with its own converter (written for A1111/kohya LoRAs): same pictures."""
     from diffusers import StableDiffusionPipeline
-    from nbhelpers import tiny
 
     def draw(**weights):
-        pipe = StableDiffusionPipeline.from_pretrained(str(tiny.ensure("sd")), safety_checker=None,
+        pipe = StableDiffusionPipeline.from_pretrained(BASE, safety_checker=None,
                                                        use_safetensors=True)
         pipe.set_progress_bar_config(disable=True)
         pipe.load_lora_weights(str(reference.output), **weights)
@@ -91,7 +93,7 @@ def test_the_kohya_file_draws_like_the_diffusers_file(reference):
 
 def test_the_model_card_and_run_record(reference):
     card = (reference.output / "README.md").read_text()
-    assert card.startswith("---\nbase_model: tiny:sd") and "| rank | 4 |" in card and "load_lora_weights" in card
+    assert card.startswith(f"---\nbase_model: {PROFILES['tiny'].model('train_base').source}") and "| rank | 4 |" in card and "load_lora_weights" in card
     record = checkpoints.read_run(reference.output)
     assert record["finished"] and record["settings"]["steps"] == 4
     assert [c.name for c in checkpoints.complete(reference.output)] == ["step-00000002"]

@@ -1,4 +1,5 @@
-"""Draws data/images/default.png, the input image of 03_inpainting: a house on a hill under a sky.
+"""Draws the input images of 03_inpainting: default.png, a house on a hill under a sky (for the real models), and
+lab_circle.png, a red circle on a white background in the lab SD's own style (for the `tiny` profile).
 
 Flat shapes drawn with PIL, no randomness, so running this again reproduces the file byte for byte, and the
 picture is free of any licence question. Run: python data/images/make_default.py
@@ -29,7 +30,14 @@ def draw() -> Image.Image:
     return image
 
 
+def draw_lab() -> Image.Image:
+    from nbhelpers.lab import shapes
+
+    return shapes.draw(shapes.ShapeSpec("red", "circle", "white"), 64)
+
+
 if __name__ == "__main__":
-    target = Path(__file__).with_name("default.png")
-    draw().save(target, format="PNG", optimize=True)
-    print(f"wrote {target} ({target.stat().st_size} bytes)")
+    for name, image in [("default.png", draw()), ("lab_circle.png", draw_lab())]:
+        target = Path(__file__).with_name(name)
+        image.save(target, format="PNG", optimize=True)
+        print(f"wrote {target} ({target.stat().st_size} bytes)")

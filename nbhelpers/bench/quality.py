@@ -1,7 +1,7 @@
 """How good: quality figures where their models can be had, and a clear note where they cannot.
 
-- tiny: the lab checker (`nbhelpers.lab.checker`) reads back colour and shape from each picture and compares them
-  with the prompt. With the random tiny weights this is chance level; the trained lab pipeline gives real figures.
+- tiny: the lab checker (`nbhelpers.lab.checker`) reads back colour and shape from each picture of the lab SD and
+  compares them with the prompt (random-weight models score at chance level).
 - t4 and bigger: CLIP score (torchmetrics) with the profile's CLIP model, when torchmetrics is installed.
 - FID and LPIPS need Inception / VGG / AlexNet weights from the Hub or GitHub: skipped, with a note saying so.
 """
@@ -17,19 +17,25 @@ SKIPPED = {
 }
 
 
-def lab_accuracy(pipe, n: int = 4, steps: int = 8, seed: int = 0) -> dict:
-    """Generate `n` captioned shapes and score them with the lab checker (or a note when it is absent)."""
+def lab_accuracy(pipe, n: int = 8, steps: int = 10, seed: int = 0, guidance_scale: float | None = None) -> dict:
+    """Generate `n` captioned shapes and score them with the lab checker (or a note when it is absent).
+
+    The guidance defaults to the tiny profile's, where the lab SD's colours are most accurate."""
     if importlib.util.find_spec("nbhelpers.lab.checker") is None:
         return {"lab_accuracy": None, "note": "skipped: nbhelpers.lab.checker is not installed"}
     import torch
 
     from nbhelpers.lab import checker, shapes
+    from nbhelpers.profiles import get_profile
 
+    if guidance_scale is None:
+        guidance_scale = get_profile("tiny").default("txt2img", "guidance_scale")
     specs = shapes.sample(n, seed=seed, jitter=False)
     images = []
     for i, spec in enumerate(specs):
         with torch.inference_mode():
             images += pipe(shapes.caption(spec), num_inference_steps=steps, height=64, width=64,
+                           guidance_scale=guidance_scale,
                            generator=torch.Generator("cpu").manual_seed(seed + i)).images
     report = checker.score(images, specs)
     return {"lab_accuracy": report["accuracy"], "n": report["n"], "images": images,

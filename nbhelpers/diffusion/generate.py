@@ -84,11 +84,13 @@ def fit(image, side: int = 512):
     return image.convert("RGB").resize((width, height), Image.LANCZOS)
 
 
-def default_image_path() -> Path:
-    """The shipped input picture of 03_inpainting (drawn by data/images/make_default.py)."""
+def default_image_path(profile: Profile | str = "t4") -> Path:
+    """The profile's shipped input picture for 03_inpainting (drawn by data/images/make_default.py): a house on a
+    hill for the real models, a lab shape for `tiny`."""
     from nbhelpers.paths import data_dir
 
-    return data_dir() / "images" / "default.png"
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    return data_dir() / "images" / profile.default("inpaint", "image")
 
 
 class Engine:

@@ -84,6 +84,8 @@ class TrainConfig:
             values["steps"] = defaults["dreambooth_steps"]
         if self.full_finetune and self.learning_rate is None:
             values["learning_rate"] = defaults["full_finetune_learning_rate"]
+        elif self.mode == "dreambooth" and self.learning_rate is None:
+            values["learning_rate"] = defaults["dreambooth_learning_rate"]
         if values["lora_alpha"] is None:
             values["lora_alpha"] = values["rank"]
         if values["mixed_precision"] != "no" and self.mixed_precision is None and not _cuda():
