@@ -49,6 +49,7 @@ def minimal_steps(steps: int) -> list[float]:
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     params = [p for p in unet.parameters() if p.requires_grad]
+    unet.train()  # as every diffusers training script does (dropout layers active, even at p=0)
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     images = data.load_folder(shipped_data("lora"), 64)
