@@ -5,26 +5,11 @@ Only safetensors weights and the small config/tokenizer files are fetched: never
 
 from __future__ import annotations
 
-import os
-
-from nbhelpers import persist
+from nbhelpers import env, persist
 from nbhelpers.profiles import Profile
 
 WEIGHT_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*", "*.jinja"]
 NEVER = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data"]
-
-
-def hf_token() -> str | None:
-    """The Hugging Face token from Colab secrets or the environment. Callers must never print or save it."""
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    if token:
-        return token
-    try:
-        from google.colab import userdata  # type: ignore
-
-        return userdata.get("HF_TOKEN")
-    except Exception:
-        return None
 
 
 def allow_patterns(variant: str | None) -> list[str]:
@@ -49,6 +34,6 @@ def prepare(profile: Profile, tasks=None) -> dict[str, str]:
 
                 print(f"downloading {spec.source} ({spec.variant or 'default'} weights)")
                 done[key] = snapshot_download(spec.source, allow_patterns=allow_patterns(spec.variant),
-                                              ignore_patterns=NEVER, token=hf_token())
+                                              ignore_patterns=NEVER, token=env.hf_token())
         folders[task] = str(done[key])
     return folders

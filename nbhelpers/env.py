@@ -109,17 +109,23 @@ def versions() -> dict:
     return found
 
 
-def hf_token_available() -> bool:
-    """Whether a Hugging Face token can be found. Never returns or prints the token itself."""
-    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
-        return True
-    if runtime() == "colab":
-        try:
-            from google.colab import userdata  # type: ignore
+def hf_token() -> str | None:
+    """The Hugging Face token from the environment or Colab's secrets. Callers must never print or save it."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token or runtime() != "colab":
+        return token or None
+    try:
+        from google.colab import userdata  # type: ignore
 
-            return bool(userdata.get("HF_TOKEN"))
-        except Exception:
-            return False
+        return userdata.get("HF_TOKEN")
+    except Exception:
+        return None
+
+
+def hf_token_available() -> bool:
+    """Whether a Hugging Face token can be found (also a `huggingface-cli login` file). Never returns the token."""
+    if hf_token():
+        return True
     home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     return (home / "token").is_file()
 
@@ -233,13 +239,7 @@ def workspace_status(path: str | os.PathLike | None = None) -> dict:
     """The workspace folder and whether it can be written, without creating anything."""
     from nbhelpers import persist
 
-    if path is None:
-        if runtime() == "colab" and (persist.DRIVE_MOUNT / "MyDrive").is_dir():
-            path = persist.DRIVE_WORKSPACE
-        elif runtime() == "kaggle":
-            path = persist.KAGGLE_WORKSPACE
-        else:
-            path = Path("outputs")
+    path = persist.default_workspace() if path is None else path
     existing = Path(path).resolve()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -42,16 +42,18 @@ def mount_drive(enabled: bool = True) -> bool:
     return True
 
 
+def default_workspace() -> Path:
+    """Drive on Colab once mounted, /kaggle/working/outputs on Kaggle, ./outputs elsewhere (nothing created)."""
+    if env.runtime() == "colab" and (DRIVE_MOUNT / "MyDrive").is_dir():
+        return DRIVE_WORKSPACE
+    if env.runtime() == "kaggle":
+        return KAGGLE_WORKSPACE / "outputs"
+    return Path("outputs")
+
+
 def workspace(output_dir: str | os.PathLike = "") -> Path:
     """The folder for outputs and checkpoints; created and checked for write access."""
-    if str(output_dir):
-        root = Path(output_dir).expanduser()
-    elif env.runtime() == "colab" and (DRIVE_MOUNT / "MyDrive").is_dir():
-        root = DRIVE_WORKSPACE
-    elif env.runtime() == "kaggle":
-        root = KAGGLE_WORKSPACE / "outputs"
-    else:
-        root = Path("outputs")
+    root = Path(output_dir).expanduser() if str(output_dir) else default_workspace()
     return ensure_writable(root, "output_dir")
 
 

@@ -81,3 +81,20 @@ def test_workspace_status_creates_nothing(tmp_path):
     target = tmp_path / "not" / "yet"
     status = env.workspace_status(target)
     assert status == {"path": str(target.resolve()), "writable": True} and not (tmp_path / "not").exists()
+
+
+def test_doctor_reports_the_workspace_notebooks_write_to(local_runtime, tmp_path):
+    from nbhelpers import persist
+
+    local_runtime.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    local_runtime.setattr(persist, "KAGGLE_WORKSPACE", tmp_path / "kaggle" / "working")
+    assert env.workspace_status()["path"] == str((tmp_path / "kaggle" / "working" / "outputs").resolve())
+    assert env.workspace_status()["path"] == str(persist.workspace())
+
+
+def test_token_is_read_from_the_environment_only_when_set(local_runtime):
+    local_runtime.delenv("HF_TOKEN", raising=False)
+    local_runtime.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    assert env.hf_token() is None
+    local_runtime.setenv("HUGGING_FACE_HUB_TOKEN", "hf_" + "x" * 34)
+    assert env.hf_token() == "hf_" + "x" * 34 and env.hf_token_available()

@@ -65,7 +65,7 @@ def convert(source: str, folder, quantization: str, token=None) -> Path:
     """Convert once: a folder that already holds a finished conversion with the same settings is reused."""
     import json
 
-    from nbhelpers.download import hf_token
+    from nbhelpers.env import hf_token
     from nbhelpers.moe.offload.convert import convert_checkpoint
 
     folder = Path(folder) if str(folder) else default_folder(source, quantization)
