@@ -142,10 +142,11 @@ def _llm_config(model: str):
 
 
 def kv_cache_bytes(model: str, context: int, batch: int = 1, dtype: str = "fp16") -> int:
-    config = _llm_config(model)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return (2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * context * batch
-            * DTYPE_BITS[check_dtype(dtype)] // 8)
+    """The same formula as notebook 01's planner (nbhelpers.moe.context), for a shipped model name."""
+    from nbhelpers.moe import context as moe_context
+
+    full_name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[check_dtype(dtype)]
+    return moe_context.kv_cache_bytes(_llm_config(model), context, full_name, batch)
 
 
 def llm_activation_bytes(model: str, context: int, batch: int = 1, dtype: str = "fp16") -> int:
