@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--mixtral-layers", type=int, default=None,
                         help="Mixtral-8x7B-shaped layers (default: a small model on CPU, 4 layers on CUDA)")
     parser.add_argument("--cache-size", type=int, default=4)
-    parser.add_argument("--quantization", default="auto", help="int2, int4, int8, none; auto: int2 on CUDA")
+    parser.add_argument("--quantization", default="auto", help="int2, int3, int4, int8 (HQQ), none; auto: int2 on CUDA")
     parser.add_argument("--no-prefetch", action="store_true")
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=16)

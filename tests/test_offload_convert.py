@@ -52,6 +52,7 @@ def test_convert_int4_matches_in_memory_quantization(sharded, tmp_path):
     model, folder = sharded
     out = convert_checkpoint(folder, tmp_path / "compact4", quantization="int4", dtype="float32", progress=False)
     manifest = json.loads((out / "offload.json").read_text())
+    assert manifest["quantizer"].startswith("hqq ") and manifest["format"] == 2
     with torch.no_grad():
         loaded, _ = load_offloaded(out, cache_size=2, device="cpu")
         in_memory = copy.deepcopy(model)
@@ -68,6 +69,9 @@ def test_bad_inputs(tmp_path):
         convert_checkpoint(tmp_path, tmp_path / "x")  # no safetensors in it
     with pytest.raises(ParameterError, match="folder"):
         load_offloaded(tmp_path)
+    (tmp_path / "offload.json").write_text(json.dumps({"format": 1, "quantization": "int2"}))
+    with pytest.raises(ParameterError, match="folder.*format 2.*convert the model again"):
+        load_offloaded(tmp_path)  # packed by the pre-HQQ quantizer: refused, not misread
 
 
 def test_mixtral_budgets_fit_a_free_t4():

@@ -69,12 +69,12 @@ def test_quantized_difference_is_reported_and_ordered():
     model = _mixtral(experts=4, layers=1)
     reference = _logits(model)
     differences = {}
-    for scheme in ("int8", "int4", "int2"):
+    for scheme in ("int8", "int4", "int3", "int2"):
         quantized = copy.deepcopy(model)
         engine = offload_experts(quantized, cache_size=2, quantization=scheme, device="cpu")
         differences[scheme] = (_logits(quantized) - reference).abs().max().item()
         assert engine.stats()["quantization"] == scheme
-    assert 0 < differences["int8"] < differences["int4"] < differences["int2"], differences
+    assert 0 < differences["int8"] < differences["int4"] < differences["int3"] < differences["int2"], differences
 
 
 def test_prefetch_guesses_are_the_next_router_on_the_current_input():

@@ -1,6 +1,6 @@
 """Run an MoE model whose experts do not fit on the GPU: quantized experts, an LRU cache per layer, prefetch.
 
-- quant:    group-wise int8/int4/int2 quantization of expert weights (HQQ-style zero refinement)
+- quant:    group-wise int8/int4/int3/int2 quantization of expert weights with HQQ
 - cache:    per-layer device cache of a fixed number of experts, LRU eviction, copies on a side CUDA stream
 - experts:  the experts module that replaces `block.experts` (the library's math, weights from the cache)
 - prefetch: guess the next layer's experts with its router and start copying them

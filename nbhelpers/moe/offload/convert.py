@@ -32,7 +32,7 @@ from nbhelpers import checks, persist
 from nbhelpers.moe.offload import quant
 from nbhelpers.moe.offload.experts import ExpertCodec
 
-FORMAT = 1
+FORMAT = 2  # 1: our own int2/int4 packing (before HQQ); 2: HQQ's packing, axis 1
 CONVERTIBLE = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 EXTRA_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "tokenizer.model", "chat_template.jinja")
@@ -79,10 +79,18 @@ def convert_checkpoint(source, out_dir, quantization="int2", group_size=None, dt
             if extra is not None:
                 shutil.copyfile(extra, tmp / name)
         persist.atomic_write_json(tmp / "offload.json", {
-            "format": FORMAT, "source": str(source), "model_type": config["model_type"],
+            "format": FORMAT, "quantizer": _quantizer_name(codec.quantization), "source": str(source), "model_type": config["model_type"],
             "quantization": codec.quantization, "group_size": codec.group_size, "dtype": dtype,
             "num_experts": writer.num_experts, "layers": writer.written, "bytes": writer.bytes_written})
     return out_dir
+
+
+def _quantizer_name(quantization) -> str | None:
+    if quantization is None:
+        return None
+    from importlib.metadata import version
+
+    return f"hqq {version('hqq')}"
 
 
 class _Reader:
@@ -222,6 +230,9 @@ def load_offloaded(folder, cache_size: int = 4, prefetch: bool = True, device=No
     if not manifest_path.exists():
         raise checks.ParameterError("folder", str(folder), "a folder written by convert_checkpoint")
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise checks.ParameterError("folder", str(folder), f"a checkpoint of format {FORMAT} (this one is format "
+                                    f"{manifest.get('format')}: convert the model again)")
     device = engine_module.check_options(cache_size, manifest["quantization"], manifest["group_size"], prefetch,
                                          device, manifest["num_experts"])[1]
     from accelerate import init_empty_weights

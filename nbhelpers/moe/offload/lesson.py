@@ -66,13 +66,14 @@ def convert(source: str, folder, quantization: str, token=None) -> Path:
     import json
 
     from nbhelpers.env import hf_token
-    from nbhelpers.moe.offload.convert import convert_checkpoint
+    from nbhelpers.moe.offload.convert import FORMAT, convert_checkpoint
 
     folder = Path(folder) if str(folder) else default_folder(source, quantization)
     manifest = folder / "offload.json"
     if manifest.exists():
         done = json.loads(manifest.read_text())
-        if done.get("source") == source_folder(source) and done.get("quantization") == quantization:
+        if (done.get("source"), done.get("quantization"), done.get("format")) == (source_folder(source), quantization,
+                                                                                  FORMAT):
             print(f"reusing the converted checkpoint in {folder}")
             return folder
     on_gpu = torch.cuda.is_available()
@@ -103,7 +104,7 @@ def chat(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
 
 def equivalence(folder, cache_size: int = 1) -> list[dict]:
     """Max |logit difference| between the unmodified tiny model and the engine (CPU only): unquantized with
-    prefetch off and on, then int4 and int2."""
+    prefetch off and on, then HQQ's int4, int3 and int2."""
     from transformers import AutoModelForCausalLM
 
     from nbhelpers.moe.offload.engine import offload_experts
@@ -113,7 +114,7 @@ def equivalence(folder, cache_size: int = 1) -> list[dict]:
     with torch.no_grad():
         expected = reference(ids).logits
     rows = []
-    for scheme, prefetch in ((None, False), (None, True), ("int4", True), ("int2", True)):
+    for scheme, prefetch in ((None, False), (None, True), ("int4", True), ("int3", True), ("int2", True)):
         model = copy.deepcopy(reference)
         engine = offload_experts(model, cache_size=cache_size, quantization=scheme, prefetch=prefetch, device="cpu")
         with torch.no_grad():

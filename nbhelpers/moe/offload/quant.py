@@ -1,16 +1,21 @@
-"""Group-wise affine quantization of expert weights (int8 / int4 / int2), with HQQ-style zero-point refinement.
+"""Group-wise low-bit quantization of expert weights with HQQ (Half-Quadratic Quantization, `pip install hqq`).
 
-Why self-written and not a library: bitsandbytes has no 2-bit format and skips fused 3D expert tensors in
-transformers 5 (bitsandbytes #1849); hqq and optimum-quanto are not installed here and pull in compiled extras.
-What Mixtral on a free T4 needs is small: the 45.1B expert parameters must fit in ~15 GB of VRAM plus what is
-left of ~12.7 GB of RAM. At 4 bits (+0.5 for group metadata) they take 25.4 GB: too much. At 2 bits with a
-scale and a zero per group of 64 (2.5 bits per weight) they take 14.1 GB, 55 MB per expert.
+Why HQQ, among the maintained libraries the job allows:
+- size: the 45.1B expert parameters of Mixtral must fit in ~15 GB of T4 VRAM plus what is left of Colab's
+  ~12.7 GB of RAM. HQQ has 2- and 3-bit formats; at 2 bits with a float16 scale and zero per group of 64
+  (2.5 bits per weight) the experts take 14.1 GB, 55 MB each. bitsandbytes has 4 bits at the least (25.4 GB: does
+  not fit) and skips transformers 5's fused 3D expert tensors (bitsandbytes #1849).
+- quality: HQQ fits the zero point to a sparse (l_p, p < 1) error with a few half-quadratic steps instead of the
+  min/max rule, without calibration data; at 2 bits that lowers the error measurably (tested: `optimize=False` is
+  worse). mixtral-offloading, the reference T4 result, used HQQ 2-bit experts for the same reasons.
+- T4 speed: dequantization is bit unpacking, a subtraction and a multiplication in plain torch ops (HQQ's
+  `Quantizer.dequantize`), so it runs on any device and `torch.compile` fuses it into one kernel on CUDA; the
+  quantizer itself runs on the GPU in milliseconds per matrix, so converting on Colab is bound by the download.
 
-The format: a weight (out, in) is cut into groups of `group_size` along `in`; each group keeps a float16 scale
-and zero, and the weight is `(q - zero) * scale` with q in [0, 2**bits - 1]. The zero point is refined with the
-half-quadratic solver of HQQ (Badri & Shaji 2023): a few proximal steps that fit the zero to a sparse (l_p, p<1)
-error instead of the min/max rule, which matters most at 2 bits. Dequantization is a handful of torch ops
-(unpack, subtract, multiply), so it runs on any device; on CUDA it can be compiled into one kernel.
+The stored tensors of one (out, in) matrix: `q` (HQQ's packed integers), `scale` and `zero` in float16, shaped
+(out, in / group_size). The weight is `(q - zero) * scale` group by group. We call HQQ's quantizer and
+dequantizer and keep the layout small and explicit, rather than wrapping each expert in an `HQQLinear` module,
+because the cache copies plain tensors between fixed device buffers.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import torch
 
 from nbhelpers.checks import ParameterError
 
-BITS = {"int8": 8, "int4": 4, "int2": 2}
+BITS = {"int8": 8, "int4": 4, "int3": 3, "int2": 2}
 SCHEMES = (None,) + tuple(BITS)
-DEFAULT_GROUP = {"int8": 128, "int4": 64, "int2": 64}
+DEFAULT_GROUP = {"int8": 128, "int4": 64, "int3": 64, "int2": 64}
+# bits a packed value really occupies: HQQ packs ten 3-bit values into one 32-bit word
+STORED_BITS = {8: 8.0, 4: 4.0, 3: 3.2, 2: 2.0}
 
 
 def check_scheme(quantization, group_size=None) -> tuple[str | None, int | None]:
@@ -31,8 +38,8 @@ def check_scheme(quantization, group_size=None) -> tuple[str | None, int | None]
     if quantization is None:
         return None, None
     group = DEFAULT_GROUP[quantization] if group_size is None else group_size
-    if isinstance(group, bool) or not isinstance(group, int) or group < 8 or group % (8 // BITS[quantization]):
-        raise ParameterError("group_size", group_size, "an integer >= 8 (None for the scheme's default)")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 8 or group % 8:
+        raise ParameterError("group_size", group_size, "a multiple of 8, at least 8 (None for the scheme's default)")
     return quantization, group
 
 
@@ -41,79 +48,53 @@ def bits_per_weight(quantization, group_size=None, dtype_bytes: int = 2) -> floa
     scheme, group = check_scheme(quantization, group_size)
     if scheme is None:
         return 8.0 * dtype_bytes
-    return BITS[scheme] + 32.0 / group
+    return STORED_BITS[BITS[scheme]] + 32.0 / group
 
 
-def quantize(weight: torch.Tensor, quantization: str, group_size=None, refine_steps: int = 20) -> dict:
-    """{"q": packed uint8 (out, in*bits/8), "scale": fp16 (out, in/group), "zero": fp16 (out, in/group)}."""
+def _hqq():
+    try:
+        from hqq.core.quantize import Quantizer
+    except ImportError as error:  # a dependency of nbhelpers: only a broken install gets here
+        raise ImportError("expert quantization needs HQQ: pip install hqq") from error
+    return Quantizer
+
+
+def quantize(weight: torch.Tensor, quantization: str, group_size=None, optimize: bool = True) -> dict:
+    """{"q": HQQ's packed integers, "scale": fp16 (out, in/group), "zero": fp16 (out, in/group)}.
+
+    Runs on the weight's device; `optimize=False` skips HQQ's zero-point fit (plain min/max), for comparison."""
     scheme, group = check_scheme(quantization, group_size)
-    bits = BITS[scheme]
     out_features, in_features = weight.shape
     group = min(group, in_features)  # tiny test models have rows shorter than a group
     if in_features % group:
         raise ParameterError("group_size", group, f"must divide the input size {in_features}")
-    w = weight.detach().float().reshape(out_features, in_features // group, group)
-    levels = 2**bits - 1
-    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-    scale = ((high - low) / levels).clamp(min=1e-8)
-    zero = -low / scale
-    # float16 storage rounds the scale: refine the zero against the scale that will really be used
-    scale = scale.half().float()
-    zero = _refine_zero(w, scale, zero, levels, refine_steps)
-    zero = zero.half().float()
-    q = torch.round(w / scale + zero).clamp(0, levels).to(torch.uint8)
-    return {"q": pack(q.reshape(out_features, in_features), bits), "scale": scale.squeeze(-1).half(),
-            "zero": zero.squeeze(-1).half()}
-
-
-def _refine_zero(w, scale, zero, levels, steps, p=0.7, beta=10.0, kappa=1.01):
-    """HQQ's proximal solver for the zero point (scale fixed): keep the best zero seen."""
-    best_zero, best_error = zero, float("inf")
-    for _ in range(steps):
-        q = torch.round(w / scale + zero).clamp(0, levels)
-        residual = w - (q - zero) * scale
-        error = residual.abs().mean().item()
-        if error >= best_error:
-            break
-        best_zero, best_error = zero, error
-        shrunk = torch.sign(residual) * torch.relu(residual.abs() - residual.abs().clamp(min=1e-8).pow(p - 1) / beta)
-        zero = (q - (w - shrunk) / scale).mean(-1, keepdim=True)
-        beta *= kappa
-    return best_zero
-
-
-def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack 8/bits values per byte along the last dimension (value i of a byte sits at bit offset bits*i)."""
-    per_byte = 8 // bits
-    if per_byte == 1:
-        return q.contiguous()
-    q = q.reshape(*q.shape[:-1], q.shape[-1] // per_byte, per_byte)
-    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=q.device)
-    return (q << shifts).sum(-1, dtype=torch.uint8)
-
-
-def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
-    per_byte = 8 // bits
-    if per_byte == 1:
-        return packed
-    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
-    values = (packed.unsqueeze(-1) >> shifts) & (2**bits - 1)
-    return values.reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)
+    per_byte = {2: 4, 4: 2}.get(BITS[scheme], 1)
+    if (out_features * in_features // group) % per_byte:  # HQQ packs whole groups of rows into a byte
+        raise ParameterError("group_size", group, f"a size giving a multiple of {per_byte} groups for a "
+                             f"{out_features}x{in_features} matrix at {scheme}")
+    q, meta = _hqq().quantize(weight.detach().float(), nbits=BITS[scheme], group_size=group, axis=1,
+                              optimize=optimize, bitpack=True, device=weight.device)
+    groups = in_features // group
+    return {"q": q.contiguous(), "scale": meta["scale"].reshape(out_features, groups).half(),
+            "zero": meta["zero"].reshape(out_features, groups).half()}
 
 
 def dequantize(parts: dict, quantization: str, dtype=torch.float32) -> torch.Tensor:
-    """The (out, in) weight back in `dtype`, on the device of `parts`."""
+    """The (out, in) weight back in `dtype`, on the device of `parts` (HQQ's dequantizer)."""
+    Quantizer = _hqq()
     bits = BITS[quantization]
-    q = unpack(parts["q"], bits)
     out_features, groups = parts["scale"].shape
-    w = q.reshape(out_features, groups, -1).to(dtype)
-    w = (w - parts["zero"].to(dtype).unsqueeze(-1)) * parts["scale"].to(dtype).unsqueeze(-1)
-    return w.reshape(out_features, -1)
+    q_rows = parts["q"].shape[1]  # with axis=1 HQQ packs along rows of length group_size
+    meta = {"nbits": bits, "group_size": q_rows, "axis": 1, "shape": (out_features, groups * q_rows),
+            "packing": Quantizer.bit_to_packing[bits], "view_as_float": False, "compute_dtype": dtype,
+            "unpack_view_dtype": Quantizer.unpack_view_dtype[Quantizer.bit_to_packing[bits]],
+            "scale": parts["scale"].to(dtype).reshape(-1, 1), "zero": parts["zero"].to(dtype).reshape(-1, 1)}
+    return Quantizer.dequantize(parts["q"], meta)
 
 
-def weight_error(weight: torch.Tensor, quantization: str, group_size=None) -> dict:
+def weight_error(weight: torch.Tensor, quantization: str, group_size=None, optimize: bool = True) -> dict:
     """Relative RMS and max-abs errors of one round trip: the quality figure quoted in the notebook."""
-    restored = dequantize(quantize(weight, quantization, group_size), quantization, torch.float32)
+    restored = dequantize(quantize(weight, quantization, group_size, optimize), quantization, torch.float32)
     diff = restored - weight.float()
     return {"relative_rms": (diff.pow(2).mean().sqrt() / weight.float().pow(2).mean().sqrt()).item(),
             "max_abs": diff.abs().max().item()}
