@@ -1,7 +1,8 @@
-"""One loader per model family: profile in, ready object out. The only place that calls `from_pretrained`.
+"""One loader per model family: profile in, ready object out. Every model from the Hub is loaded here.
 
 Hub ids and the offline `tiny` folders go through the same call; weights are read from safetensors only and
-remote code is never trusted.
+remote code is never trusted. (Folders the project writes itself, such as the lab models' working copies and
+converted offload checkpoints, are reopened by the modules that wrote them, also from safetensors only.)
 """
 
 from __future__ import annotations
@@ -98,3 +99,12 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_hub_pipeline(model_id: str, **options):
+    """Any diffusers pipeline by Hub id (the benchmarks' SD3 and FLUX, with the planner's quantization options)."""
+    persist.configure_model_cache()
+    from diffusers import DiffusionPipeline
+
+    options["use_safetensors"] = True
+    return DiffusionPipeline.from_pretrained(model_id, **options)

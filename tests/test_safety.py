@@ -47,3 +47,15 @@ def test_missing_or_strange_files_are_clear_errors(tmp_path):
     odd.write_text("x")
     with pytest.raises(ParameterError, match="must be a .safetensors"):
         safety.check_weights(odd, parameter="lora")
+
+
+def test_hub_pipelines_load_from_safetensors_only(tmp_path):
+    """The benchmarks' Hub loader (SD3, FLUX) takes the same path as the profiles: a pipeline saved with pickled
+    weights only is refused, the same pipeline in safetensors loads."""
+    from nbhelpers import loaders, tiny
+
+    pipe = loaders.load_hub_pipeline(str(tiny.ensure("sd")))
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    pipe.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(Exception, match="safetensors"):
+        loaders.load_hub_pipeline(str(tmp_path / "pickled"))

@@ -69,20 +69,18 @@ def _random_pipeline(model: str):
 def _hub_pipeline(model: str, torch_dtype):
     """Real weights, in the planner's setting for this GPU (GPU only; not run under the tiny profile)."""
     import torch
-    from diffusers import DiffusionPipeline
 
-    from nbhelpers import env, persist
+    from nbhelpers import env, loaders
     from nbhelpers.plan import plan
 
     if not torch.cuda.is_available():
         raise checks.ParameterError("model", model, "real weights need a GPU; use 'tiny' or 'random:sd15' here")
-    persist.configure_model_cache()
     gpu = "t4" if env.gpu()["total_gb"] < 20 else "a100-40"
     verdict = plan(model, gpu)
     chosen = next((s for s in verdict["settings"] if s["fits"]), None)
     if chosen is None:
         raise checks.ParameterError("model", model, f"does not fit a {gpu} in any setting (see `nbhelpers plan`)")
-    options = {"torch_dtype": torch_dtype, "use_safetensors": True}
+    options = {"torch_dtype": torch_dtype}
     if chosen["quantization"]:
         from diffusers.quantizers import PipelineQuantizationConfig
 
@@ -92,7 +90,7 @@ def _hub_pipeline(model: str, torch_dtype):
                configs.component_classes(model)[n][1] != "CLIPTextModelWithProjection"]
         options["quantization_config"] = PipelineQuantizationConfig(quant_backend=backend,
                                                                     components_to_quantize=big)
-    pipe = DiffusionPipeline.from_pretrained(configs.source(model), **options)
+    pipe = loaders.load_hub_pipeline(configs.source(model), **options)
     if chosen["offload"] == "model":
         pipe.enable_model_cpu_offload()
         pipe._nbhelpers_offloaded = True
