@@ -2,17 +2,16 @@
 `nbhelpers.train` against the shortest diffusers + peft loop that does the same work, on the same tiny model,
 batch, resolution, LoRA and thread count. Target: trainer / minimal <= 1.05.
 
-    python benchmarks/bench_train_step.py [--steps 30] [--rounds 6] [--clock cpu|wall] [--json out.json]
+    python benchmarks/bench_train_step.py [--steps 12] [--rounds 20] [--clock cpu|wall] [--json out.json]
 
-Both sides run in alternating rounds, in the order ABBA ABBA... (the machine may be shared, and it may slow down or
-speed up over a run: alternating this way spreads both over the two sides), and the median step time of each side
-is compared. Warm-up steps (first 5 of each round) are dropped; each side starts after a garbage collection, so
-the other side's dropped models are not collected during its timed steps.
+Each round runs both sides back to back (trainer then minimal, then the other way round in the next round), each
+with freshly loaded models after a garbage collection, and takes the ratio of the two sides' median step times
+(the first 4 steps of each side are warm-up). The result is the median of the rounds' ratios: on a shared 2-core
+virtual machine a single round scatters widely (two identical minimal loops gave round ratios from 0.65 to 1.59),
+and the machine speeds up and slows down over a run, which back-to-back pairs cancel.
 
-The clock: by default the process's CPU time (both sides run torch on one thread, and the trainer loads data in
-the same process, so every step's work is counted). Wall time on a shared 2-core virtual machine scatters: the same
-minimal loop timed against itself in this ABBA design gave ratios of 1.06 and 1.08, more than the 5% being
-measured; CPU time gave 0.97 and 1.01. `--clock wall` measures wall time instead.
+The clock: by default the process's CPU time (both sides run torch on one thread in this process, data loading
+included), which waiting for a busy host does not inflate; `--clock wall` measures wall time instead.
 """
 
 from __future__ import annotations

@@ -51,3 +51,22 @@ def test_markdown_and_quality_notes():
     assert text.splitlines()[2] == "| tiny | 3.0 |"
     notes = quality.evaluate("t4")
     assert notes["fid"].startswith("skipped") and notes["lpips"].startswith("skipped")
+
+
+def test_train_step_benchmark_pairs_rounds_and_writes_its_figures(tmp_path):
+    """The script behind the trainer's speed target runs end to end (a short run: the figure itself is not
+    asserted here, speed targets live in the benchmark's output)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_train_step.py"
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "6", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert len(figures["round_ratios"]) == 2 and figures["clock"] == "cpu"
+    assert figures["trainer_ms"] > 0 and figures["minimal_ms"] > 0 and figures["ratio"] > 0
+    assert "median of 2 back-to-back rounds" in done.stdout
