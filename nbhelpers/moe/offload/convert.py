@@ -79,9 +79,9 @@ def convert_checkpoint(source, out_dir, quantization="int2", group_size=None, dt
             if extra is not None:
                 shutil.copyfile(extra, tmp / name)
         persist.atomic_write_json(tmp / "offload.json", {
-            "format": FORMAT, "quantizer": _quantizer_name(codec.quantization), "source": str(source), "model_type": config["model_type"],
-            "quantization": codec.quantization, "group_size": codec.group_size, "dtype": dtype,
-            "num_experts": writer.num_experts, "layers": writer.written, "bytes": writer.bytes_written})
+            "format": FORMAT, "quantizer": _quantizer_name(codec.quantization), "source": str(source),
+            "model_type": config["model_type"], "quantization": codec.quantization, "group_size": codec.group_size,
+            "dtype": dtype, "num_experts": writer.num_experts, "layers": writer.written, "bytes": writer.bytes_written})
     return out_dir
 
 
