@@ -53,20 +53,22 @@ def test_markdown_and_quality_notes():
     assert notes["fid"].startswith("skipped") and notes["lpips"].startswith("skipped")
 
 
-def test_train_step_benchmark_pairs_rounds_and_writes_its_figures(tmp_path):
-    """The script behind the trainer's speed target runs end to end (a short run: the figure itself is not
-    asserted here, speed targets live in the benchmark's output)."""
+def test_train_step_benchmark_runs_both_modes_and_writes_its_figures(tmp_path):
+    """The script behind the trainer's speed target runs end to end in both modes (short runs: the figure itself
+    is not asserted here, speed targets live in the benchmark's output)."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).parents[1] / "benchmarks" / "bench_train_step.py"
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "6", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    figures = json.loads(out.read_text())
-    assert len(figures["round_ratios"]) == 2 and figures["clock"] == "cpu"
-    assert figures["trainer_ms"] > 0 and figures["minimal_ms"] > 0 and figures["ratio"] > 0
-    assert "median of 2 back-to-back rounds" in done.stdout
+    for mode, extra in (("steps", ["--pairs", "6"]), ("whole-runs", ["--whole-runs", "--rounds", "2", "--steps", "6"])):
+        out = tmp_path / f"{mode}.json"
+        done = subprocess.run([sys.executable, str(script), *extra, "--json", str(out)], capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        figures = json.loads(out.read_text())
+        assert figures["mode"] == mode and figures["clock"] == "cpu" and figures["ratio"] > 0
+        assert figures["trainer_ms"] > 0 and figures["minimal_ms"] > 0
+        assert figures["steps_per_side"] == (6 if mode == "steps" else 2 * (6 - 4))
+        assert "ratio trainer / minimal" in done.stdout

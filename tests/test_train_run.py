@@ -110,7 +110,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reference, t
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "nbhelpers.train", "lora", "--data", LORA, "--profile", "tiny", "--no-progress",
                "--steps", "4", "--batch-size", "1", "--checkpoint-every", "2", "--output", str(out)]
-    subprocess.run(command, check=True, env=ENV, timeout=240, capture_output=True)
+    try:
+        subprocess.run(command, check=True, env=ENV, timeout=240, capture_output=True, text=True)
+    except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as error:  # show why, not only that
+        stderr = error.stderr or ""
+        stderr = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr  # bytes after a timeout
+        pytest.fail(f"torchrun failed: {type(error).__name__}\n{stderr[-3000:]}")
     diff = _max_diff(_weights(out), _weights(reference.output))
     print(f"DDP 2x1 vs 1x2: max abs weight difference {diff:.2e}")
     assert diff < 1e-4

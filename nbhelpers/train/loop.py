@@ -2,9 +2,10 @@
 
     result = train(TrainConfig(mode="lora", data="data/train/lora", output="outputs/lora", profile="tiny"))
 
-One optimizer step: images -> VAE latents -> noise at a random timestep -> the UNet predicts the noise -> mean
-squared error (plus the prior loss in DreamBooth) -> backward -> AdamW. The same function runs in a notebook, from
-`nbhelpers train`, and under `accelerate launch` / `torchrun` on several processes (DDP).
+One optimizer step (`train_step`): images -> VAE latents -> noise at a random timestep -> the UNet predicts the
+noise -> mean squared error (plus the prior loss in DreamBooth) -> backward -> AdamW. `start_run` builds what a run
+holds; `train` adds resuming, records, checkpoints and the outputs around them. The same function runs in a
+notebook, from `nbhelpers train`, and under `accelerate launch` / `torchrun` on several processes (DDP).
 
 Why runs are reproducible to the bit on a CPU: every example's noise, timestep and VAE sample come from a generator
 seeded by its position in the data stream (see data.py), not from a global RNG. A resumed run reloads weights,
@@ -51,10 +52,10 @@ def train(config: TrainConfig) -> TrainResult:
     instances = data.load_folder(config.data, config.resolution, instance_prompt=config.instance_prompt,
                                  use_captions=config.mode == "lora")
     try:
-        with _deterministic_on_cpu():
+        with deterministic_on_cpu():
             return _train(config, start, instances)
     finally:
-        _release()
+        release_accelerate_state()
 
 
 def launch(config: TrainConfig, num_processes: int | None = None) -> TrainResult:
@@ -87,19 +88,100 @@ def finished_result(config: TrainConfig) -> TrainResult:
 
 def _train(config: TrainConfig, start, instances) -> TrainResult:
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     began = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
-                              gradient_accumulation_steps=config.gradient_accumulation,
-                              step_scheduler_with_optimizer=False)  # one scheduler step per optimizer step
+    accelerator = make_accelerator(config)
     accelerator.wait_for_everyone()  # every process has checked the output folder before anyone writes to it
     output = Path(config.output)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         checkpoints.write_run(output, config)
+    run = start_run(config, accelerator, instances)
+
+    step, losses = 0, []
+    if start.kind == "resume":
+        state = checkpoints.load(accelerator, start.checkpoint)
+        step, losses = state["step"], state["losses"]
+        run.loader = accelerator.skip_first_batches(run.loader, step * config.gradient_accumulation)
+        accelerator.print(f"Resumed from {start.checkpoint} at step {step}.")
+    resumed_from = step
+
+    bar = tqdm(total=config.steps, initial=step, desc=f"training {config.mode}",
+               disable=not (config.progress and accelerator.is_local_main_process))
+    tick = STEP_CLOCK()
+    for batch in run.loader:
+        mean = train_step(run, batch)
+        if mean is None:  # a micro-batch of gradient accumulation: no optimizer step yet
+            continue
+        step += 1
+        record = {"step": step, "loss": mean[0], "lr": run.lr_scheduler.get_last_lr()[0],
+                  "seconds": round(STEP_CLOCK() - tick, 5)}
+        if config.prior_preservation:
+            record.update(instance=mean[1], prior=mean[2])
+        losses.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean[0]:.4f}")
+        if step % config.checkpoint_every == 0 and step < config.steps:
+            checkpoints.save(accelerator, output, step, {"losses": losses}, config.keep_checkpoints)
+        if config.validation_every and step % config.validation_every == 0 and accelerator.is_main_process:
+            validation_images(config, run.pipe, output / "validation" / f"step-{step:08d}.png", accelerator,
+                              default_prompt=instances.prompts[0])
+        if step >= config.steps:
+            break
+        tick = STEP_CLOCK()  # checkpoints and validation are not part of a step's time
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    result = TrainResult(output, {}, losses, resumed_from, time.perf_counter() - began, config)
+    if accelerator.is_main_process:
+        models = run.models
+        text_encoder = accelerator.unwrap_model(models["text_encoder"]) if "text_encoder" in models else None
+        result.files = export.write_outputs(output, accelerator.unwrap_model(models["unet"]), text_encoder, config,
+                                            run.source, losses, result.seconds)
+        if run.classes is not None:
+            result.files["class_images"] = run.classes.files[0].parent
+        checkpoints.write_run(output, config, finished=True, seconds=round(result.seconds, 2),
+                              class_images=str(result.files.get("class_images", "")))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def make_accelerator(config: TrainConfig):
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
+                       gradient_accumulation_steps=config.gradient_accumulation,
+                       step_scheduler_with_optimizer=False)  # one scheduler step per optimizer step
+
+
+@dataclass
+class Run:
+    """The live objects of one training run: built by `start_run`, advanced one batch at a time by `train_step`."""
+
+    config: TrainConfig
+    accelerator: object
+    pipe: object
+    source: str
+    models: dict  # "unet" (and "text_encoder"), as prepared by accelerate
+    params: list  # the trainable parameters
+    optimizer: object
+    loader: object
+    lr_scheduler: object
+    encoder: "TextEncoder"
+    noise_scheduler: object
+    latent_shape: tuple
+    classes: object  # the class images (DreamBooth with prior preservation), else None
+    running: object  # the losses of the micro-batches of the current optimizer step
+
+
+def start_run(config: TrainConfig, accelerator, instances) -> Run:
+    """Load the base model, add the trainable weights, and prepare models, optimizer, data and schedule."""
+    import torch
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
 
     with accelerator.main_process_first():  # the first process builds or downloads the model; the others reuse it
         pipe, source = load_base(config, accelerator)
@@ -112,14 +194,11 @@ def _train(config: TrainConfig, start, instances) -> TrainResult:
     global_batch = config.batch_size * accelerator.num_processes
     stream = data.TrainingStream(instances, config.steps * config.gradient_accumulation * global_batch, config.seed,
                                  classes)
-    encoder = TextEncoder(pipe, config.train_text_encoder)
     if config.cache_latents:
         stream.instances.images = encode_all(pipe.vae, stream.instances.images)
         if classes is not None:
             stream.classes.images = encode_all(pipe.vae, stream.classes.images)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, shuffle=False, collate_fn=data.collate)
-    from diffusers.optimization import get_scheduler
-
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                                  num_training_steps=config.steps)
     names = list(trainable)
@@ -127,69 +206,37 @@ def _train(config: TrainConfig, start, instances) -> TrainResult:
     models = dict(zip(names, prepared[:len(names)]))
     optimizer, loader, lr_scheduler = prepared[len(names):]
     checkpoints.keep_only_trainable_weights(accelerator)
-
-    step, losses = 0, []
-    if start.kind == "resume":
-        state = checkpoints.load(accelerator, start.checkpoint)
-        step, losses = state["step"], state["losses"]
-        loader = accelerator.skip_first_batches(loader, step * config.gradient_accumulation)
-        accelerator.print(f"Resumed from {start.checkpoint} at step {step}.")
-    resumed_from = step
-
-    noise_scheduler = _training_scheduler(pipe)
-    latent_shape = (pipe.vae.config.latent_channels, config.resolution // 8, config.resolution // 8)
-    bar = tqdm(total=config.steps, initial=step, desc=f"training {config.mode}",
-               disable=not (config.progress and accelerator.is_local_main_process))
-    running = torch.zeros(3, device=accelerator.device)
     for model in models.values():
         model.train()
-    tick = STEP_CLOCK()
-    for batch in loader:
-        with accelerator.accumulate(*models.values()):
-            loss, instance_loss, prior_loss = step_loss(config, batch, pipe, models, encoder, noise_scheduler,
-                                                        latent_shape, accelerator)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        running += torch.stack([loss.detach(), instance_loss.detach(), prior_loss.detach()]) / config.gradient_accumulation
-        if not accelerator.sync_gradients:
-            continue
-        lr_scheduler.step()
-        step += 1
-        mean = accelerator.reduce(running, reduction="mean").tolist()
-        running.zero_()
-        record = {"step": step, "loss": mean[0], "lr": lr_scheduler.get_last_lr()[0],
-                  "seconds": round(STEP_CLOCK() - tick, 5)}
-        if config.prior_preservation:
-            record.update(instance=mean[1], prior=mean[2])
-        losses.append(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{mean[0]:.4f}")
-        if step % config.checkpoint_every == 0 and step < config.steps:
-            checkpoints.save(accelerator, output, step, {"losses": losses}, config.keep_checkpoints)
-        if config.validation_every and step % config.validation_every == 0 and accelerator.is_main_process:
-            validation_images(config, pipe, output / "validation" / f"step-{step:08d}.png", accelerator,
-                              default_prompt=instances.prompts[0])
-        if step >= config.steps:
-            break
-        tick = STEP_CLOCK()  # checkpoints and validation are not part of a step's time
-    bar.close()
+    latent_shape = (pipe.vae.config.latent_channels, config.resolution // 8, config.resolution // 8)
+    return Run(config, accelerator, pipe, source, models, params, optimizer, loader, lr_scheduler,
+               TextEncoder(pipe, config.train_text_encoder), _training_scheduler(pipe), latent_shape, classes,
+               torch.zeros(3, device=accelerator.device))
 
-    accelerator.wait_for_everyone()
-    result = TrainResult(output, {}, losses, resumed_from, time.perf_counter() - began, config)
-    if accelerator.is_main_process:
-        text_encoder = accelerator.unwrap_model(models["text_encoder"]) if "text_encoder" in models else None
-        result.files = export.write_outputs(output, accelerator.unwrap_model(models["unet"]), text_encoder, config,
-                                            source, losses, result.seconds)
-        if classes is not None:
-            result.files["class_images"] = classes.files[0].parent
-        checkpoints.write_run(output, config, finished=True, seconds=round(result.seconds, 2),
-                              class_images=str(result.files.get("class_images", "")))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return result
+
+def train_step(run: Run, batch) -> list[float] | None:
+    """Forward and backward on one batch. After the last micro-batch of an optimizer step (every batch without
+    gradient accumulation): clip, step, and return [loss, instance loss, prior loss] averaged over the micro-batches
+    and processes; None before that."""
+    import torch
+
+    config, accelerator = run.config, run.accelerator
+    with accelerator.accumulate(*run.models.values()):
+        loss, instance_loss, prior_loss = step_loss(config, batch, run.pipe, run.models, run.encoder,
+                                                    run.noise_scheduler, run.latent_shape, accelerator)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(run.params, config.max_grad_norm)
+        run.optimizer.step()  # accelerate's wrapper skips the step until the last micro-batch
+        run.optimizer.zero_grad(set_to_none=True)
+    losses = torch.stack([loss.detach(), instance_loss.detach(), prior_loss.detach()])
+    run.running += losses / config.gradient_accumulation
+    if not accelerator.sync_gradients:
+        return None
+    run.lr_scheduler.step()
+    mean = accelerator.reduce(run.running, reduction="mean").tolist()
+    run.running.zero_()
+    return mean
 
 
 def load_base(config: TrainConfig, accelerator):
@@ -326,11 +373,14 @@ def example_randomness(keys, latent_shape, num_timesteps: int, seed: int):
 def latents_of(images, vae, vae_eps, cached: bool):
     import torch
 
+    # Where the VAE's weights are, read from its first parameter: diffusers' `vae.dtype` walks every submodule, which
+    # cost a millisecond a step (3% of a tiny step) in bench_train_step.
+    weight = next(vae.parameters())
     if cached:
-        mean, std = images.to(vae.device).chunk(2, dim=1)
+        mean, std = images.to(weight.device).chunk(2, dim=1)
     else:
         with torch.no_grad():
-            dist = vae.encode(data.to_model_range(images).to(vae.device, vae.dtype)).latent_dist
+            dist = vae.encode(data.to_model_range(images).to(weight.device, weight.dtype)).latent_dist
         mean, std = dist.mean.float(), dist.std.float()
     return (mean + std * vae_eps.to(mean.device)) * vae.config.scaling_factor
 
@@ -391,7 +441,7 @@ def _training_scheduler(pipe):
 
 
 @contextlib.contextmanager
-def _deterministic_on_cpu():
+def deterministic_on_cpu():
     """Bit-exact resume on a CPU: deterministic kernels and one thread (how a parallel sum is split can change its
     last bits; one thread also makes a shared 2-core CI machine faster, not slower, for these small models).
     GPUs keep their fast kernels."""
@@ -410,7 +460,7 @@ def _deterministic_on_cpu():
         torch.set_num_threads(before[1])
 
 
-def _release() -> None:
+def release_accelerate_state() -> None:
     """Forget accelerate's process-wide state after a single-process run, so a notebook can train again with
     other settings (mixed precision, accumulation) in the same kernel."""
     import torch.distributed
