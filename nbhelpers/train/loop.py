@@ -87,7 +87,6 @@ def finished_result(config: TrainConfig) -> TrainResult:
 
 
 def _train(config: TrainConfig, start, instances) -> TrainResult:
-    import torch
     from tqdm.auto import tqdm
 
     began = time.perf_counter()
