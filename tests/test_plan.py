@@ -133,3 +133,16 @@ def test_predicted_peak_within_15_percent_of_measured_on_cpu():
         assert abs(weights - measured["weights_bytes"]) / measured["weights_bytes"] < 0.01
         total = (weights + predicted_act) / (measured["weights_bytes"] + row["peak_bytes"])
         assert abs(total - 1) < 0.15
+
+
+def test_the_planner_and_the_offload_engine_agree_on_mixtral():
+    """`nbhelpers plan` and 01b's table come from one computation (moe.offload.convert.memory_bytes)."""
+    from nbhelpers.moe.offload import lesson
+    from nbhelpers.plan import verdict
+
+    row = next(s for s in plan("mixtral-8x7b", "t4")["settings"] if s["setting"].startswith("expert offloading"))
+    engine = lesson.plan_table(cache_sizes=(4,), quantization="int2")[0]  # 01b's t4 default: 4 of 8 experts
+    assert "4 of 8" in row["setting"] and row["expert_quantization"] == "int2" and row["fits"]
+    assert row["ram_gib"] == pytest.approx(verdict.RAM_BASE_GIB + engine["ram_pinned_gb"] * 1e9 / 2**30, abs=0.01)
+    # the planner adds the KV cache, activations and the CUDA context to the engine's weights
+    assert engine["vram_gb"] * 1e9 / 2**30 < row["gpu_gib"] < 15.0

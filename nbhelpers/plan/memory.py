@@ -53,9 +53,9 @@ def check_dtype(dtype: str) -> str:
 
 
 def weight_bytes(component: configs.ComponentCount, dtype: str = "fp16", quant: str | None = None,
-                 expert_quant: str | None = None, experts_fraction: float = 1.0) -> int:
+                 expert_quant: str | None = None) -> int:
     """Bytes of one component's weights. `quant` applies to linear layers, `expert_quant` (default: `quant`) to
-    fused MoE experts; `experts_fraction` counts only part of the experts (expert offloading keeps the rest in RAM)."""
+    fused MoE experts. (Expert offloading's split between GPU and RAM is the engine's: moe.offload.memory_bytes.)"""
     bits = DTYPE_BITS[check_dtype(dtype)]
     if quant is not None:
         checks.choice("quantization", quant, QUANT_BITS)
@@ -63,7 +63,7 @@ def weight_bytes(component: configs.ComponentCount, dtype: str = "fp16", quant: 
     linear_bits = QUANT_BITS[quant] if quant else bits
     expert_bits = QUANT_BITS[expert_quant] if expert_quant else bits
     other = component.total - component.linear - component.experts
-    return int((other * bits + component.linear * linear_bits + component.experts * experts_fraction * expert_bits) / 8)
+    return int((other * bits + component.linear * linear_bits + component.experts * expert_bits) / 8)
 
 
 def _guided(model: str) -> bool:

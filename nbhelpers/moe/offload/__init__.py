@@ -19,7 +19,7 @@ _LAZY = {
     "ExpertCache": "cache", "CacheStats": "cache", "OffloadedExperts": "experts", "ExpertCodec": "experts",
     "Prefetcher": "prefetch", "SUPPORTED": "support", "check_supported": "support",
     "convert_checkpoint": "convert", "load_offloaded": "convert", "conversion_budget": "convert",
-    "memory_plan": "convert",
+    "memory_plan": "convert", "memory_bytes": "convert",
 }
 
 

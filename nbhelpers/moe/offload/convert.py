@@ -296,20 +296,31 @@ def parameter_split(config) -> tuple[int, int, int]:
     return total - experts, experts, experts // (layers * count)
 
 
-def memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
-                dtype_bytes: int = 2) -> dict:
-    """GB of VRAM and of host RAM the engine needs for `cache_size` experts per layer (weights only)."""
+def memory_bytes(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
+                 dtype_bytes: int = 2) -> dict:
+    """Bytes of weights the engine holds for `cache_size` experts per layer: on the GPU (the non-expert weights,
+    the cached experts plus the spare buffer of exclusive mode, one dequantized expert as workspace) and in
+    pinned host memory (the other experts). The planner (`nbhelpers plan`) uses the same figures."""
     rest, expert_params, per_expert = parameter_split(config)
     count = int(getattr(config, "num_local_experts", None) or getattr(config, "num_experts"))
     layers = expert_params // (per_expert * count)
-    expert_bytes = per_expert * quant.bits_per_weight(quantization, group_size, dtype_bytes) / 8
+    expert = per_expert * quant.bits_per_weight(quantization, group_size, dtype_bytes) / 8
     on_device = layers * (cache_size + (1 if exclusive and cache_size < count else 0))
     on_host = layers * (count - cache_size) if exclusive else layers * count
-    workspace = per_expert * dtype_bytes if quantization else 0  # one dequantized expert at a time
+    return {"expert": expert, "gpu_rest": rest * dtype_bytes, "gpu_experts": on_device * expert,
+            "gpu_workspace": per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert,
+            "num_experts": count}
+
+
+def memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
+                dtype_bytes: int = 2) -> dict:
+    """GB of VRAM and of host RAM the engine needs for `cache_size` experts per layer (weights only)."""
+    b = memory_bytes(config, cache_size, quantization, group_size, exclusive, dtype_bytes)
     gb = 1e9
-    return {"expert_mb": round(expert_bytes / 1e6, 1), "vram_gb": round((rest * dtype_bytes + on_device *
-            expert_bytes + workspace) / gb, 2), "vram_experts_gb": round(on_device * expert_bytes / gb, 2),
-            "vram_rest_gb": round(rest * dtype_bytes / gb, 2), "ram_pinned_gb": round(on_host * expert_bytes / gb, 2)}
+    return {"expert_mb": round(b["expert"] / 1e6, 1),
+            "vram_gb": round((b["gpu_rest"] + b["gpu_experts"] + b["gpu_workspace"]) / gb, 2),
+            "vram_experts_gb": round(b["gpu_experts"] / gb, 2), "vram_rest_gb": round(b["gpu_rest"] / gb, 2),
+            "ram_pinned_gb": round(b["ram_pinned"] / gb, 2)}
 
 
 def conversion_budget(config, quantization="int2", group_size=None, dtype_bytes: int = 2, source_bytes: int = 2,
