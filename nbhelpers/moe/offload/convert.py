@@ -308,8 +308,7 @@ def memory_bytes(config, cache_size: int, quantization="int2", group_size=None, 
     on_device = layers * (cache_size + (1 if exclusive and cache_size < count else 0))
     on_host = layers * (count - cache_size) if exclusive else layers * count
     return {"expert": expert, "gpu_rest": rest * dtype_bytes, "gpu_experts": on_device * expert,
-            "gpu_workspace": per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert,
-            "num_experts": count}
+            "gpu_workspace": per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert}
 
 
 def memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
