@@ -112,9 +112,10 @@ def _expert_offloading(model: str, dtype: str) -> tuple:
     engine's own memory figures (`moe.offload.convert.memory_bytes`), so the planner and 01b agree."""
     from nbhelpers.moe import accounting
     from nbhelpers.moe.offload.convert import memory_bytes
+    from nbhelpers.moe.offload.support import expert_count
 
     config = accounting.load_config(model)
-    count = int(getattr(config, "num_local_experts", None) or getattr(config, "num_experts"))
+    count = expert_count(config)
     cache = max(1, count // 2)
     b = memory_bytes(config, cache, "int2", dtype_bytes=memory.DTYPE_BITS[dtype] // 8)
     name = f"expert offloading (HQQ int2, {cache} of {count} experts per layer on the GPU, LRU)"

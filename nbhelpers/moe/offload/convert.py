@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nbhelpers import checks, persist
-from nbhelpers.moe.offload import quant
+from nbhelpers.moe.offload import quant, support
 from nbhelpers.moe.offload.experts import ExpertCodec
 
 FORMAT = 2  # 1: our own int2/int4 packing (before HQQ); 2: HQQ's packing, axis 1
@@ -157,7 +158,7 @@ class _LayerWriter:
     def __init__(self, config, codec, dtype, device, keys):
         self.codec, self.dtype, self.device = codec, dtype, device
         self.rename = config["model_type"] == "mixtral"  # transformers 5 calls Mixtral's block `mlp`
-        self.num_experts = int(config.get("num_local_experts") or config.get("num_experts"))
+        self.num_experts = support.expert_count(config)
         self.expected = {}  # layer -> number of source keys still to come
         for key in keys or ():
             layer = self._layer(key)
@@ -223,7 +224,7 @@ class _LayerWriter:
 def load_offloaded(folder, cache_size: int = 4, prefetch: bool = True, device=None, exclusive: bool = True,
                    dtype=None, compile_dequant=None):
     """(model, engine) from a folder written by `convert_checkpoint`; the experts go straight into the caches."""
-    from nbhelpers.moe.offload import engine as engine_module, support
+    from nbhelpers.moe.offload import engine as engine_module
 
     folder = Path(folder)
     manifest_path = folder / "offload.json"
@@ -282,8 +283,17 @@ def _layer_experts(path, moe, num_experts):
 
 
 # -- budgets --------------------------------------------------------------------------------------------------
-def parameter_split(config) -> tuple[int, int, int]:
-    """(non-expert parameters, expert parameters, parameters per expert) from a config, on the meta device."""
+@dataclass(frozen=True)
+class ParameterSplit:
+    rest: int  # parameters that are not experts (attention, norms, routers, embeddings)
+    experts: int  # parameters of all experts
+    per_expert: int
+    count: int  # experts per MoE layer
+    layers: int  # MoE layers
+
+
+def parameter_split(config) -> ParameterSplit:
+    """Where a model's parameters are, counted from its config on the meta device."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
@@ -292,8 +302,8 @@ def parameter_split(config) -> tuple[int, int, int]:
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     total = sum(p.numel() for p in model.parameters())
     layers = sum(1 for n, _ in model.named_parameters() if n.endswith("experts.down_proj"))
-    count = int(getattr(config, "num_local_experts", None) or getattr(config, "num_experts"))
-    return total - experts, experts, experts // (layers * count)
+    count = support.expert_count(config)
+    return ParameterSplit(total - experts, experts, experts // (layers * count), count, layers)
 
 
 def memory_bytes(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
@@ -301,14 +311,13 @@ def memory_bytes(config, cache_size: int, quantization="int2", group_size=None, 
     """Bytes of weights the engine holds for `cache_size` experts per layer: on the GPU (the non-expert weights,
     the cached experts plus the spare buffer of exclusive mode, one dequantized expert as workspace) and in
     pinned host memory (the other experts). The planner (`nbhelpers plan`) uses the same figures."""
-    rest, expert_params, per_expert = parameter_split(config)
-    count = int(getattr(config, "num_local_experts", None) or getattr(config, "num_experts"))
-    layers = expert_params // (per_expert * count)
-    expert = per_expert * quant.bits_per_weight(quantization, group_size, dtype_bytes) / 8
+    split = parameter_split(config)
+    count, layers = split.count, split.layers
+    expert = split.per_expert * quant.bits_per_weight(quantization, group_size, dtype_bytes) / 8
     on_device = layers * (cache_size + (1 if exclusive and cache_size < count else 0))
     on_host = layers * (count - cache_size) if exclusive else layers * count
-    return {"expert": expert, "gpu_rest": rest * dtype_bytes, "gpu_experts": on_device * expert,
-            "gpu_workspace": per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert}
+    return {"expert": expert, "gpu_rest": split.rest * dtype_bytes, "gpu_experts": on_device * expert,
+            "gpu_workspace": split.per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert}
 
 
 def memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
@@ -325,9 +334,8 @@ def memory_plan(config, cache_size: int, quantization="int2", group_size=None, e
 def conversion_budget(config, quantization="int2", group_size=None, dtype_bytes: int = 2, source_bytes: int = 2,
                       largest_shard_gb: float = 5.0, baseline_gb: float = 1.5) -> dict:
     """Disk and RAM needed by `convert_checkpoint` (computed, not measured): see the module docstring."""
-    rest, expert_params, per_expert = parameter_split(config)
-    count = int(getattr(config, "num_local_experts", None) or getattr(config, "num_experts"))
-    layers = expert_params // (per_expert * count)
+    split = parameter_split(config)
+    rest, expert_params, per_expert, layers = split.rest, split.experts, split.per_expert, split.layers
     bits = quant.bits_per_weight(quantization, group_size, dtype_bytes)
     out_experts = expert_params * bits / 8
     out_rest = rest * dtype_bytes

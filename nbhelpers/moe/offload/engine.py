@@ -36,16 +36,12 @@ def check_options(cache_size, quantization, group_size, prefetch, device, num_ex
     return cache_size, device
 
 
-def num_experts_of(model) -> int:
-    config = model.config
-    return int(getattr(config, "num_local_experts", None) or getattr(config, "num_experts"))
-
-
 def offload_experts(model, cache_size: int = 2, quantization=None, group_size=None, prefetch: bool = True,
                     device=None, exclusive: bool = True, compile_dequant=None) -> "OffloadEngine":
     """Replace every MoE layer's experts with an offloaded, cached (and optionally quantized) version, in place."""
     support.check_supported(model)
-    cache_size, device = check_options(cache_size, quantization, group_size, prefetch, device, num_experts_of(model))
+    cache_size, device = check_options(cache_size, quantization, group_size, prefetch, device,
+                                       support.expert_count(model.config))
     layers = support.moe_layers(model)
     if compile_dequant is None:
         compile_dequant = device.startswith("cuda")

@@ -54,6 +54,13 @@ class MoeLayer:
     norm: nn.Module | None  # the norm in front of the MoE block (used to guess this layer's routing early)
 
 
+def expert_count(config) -> int:
+    """Experts per MoE layer, from a config object or a config.json dict (Mixtral and Granite call the field
+    `num_local_experts`, OLMoE and Qwen `num_experts`)."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    return int(get("num_local_experts") or get("num_experts"))
+
+
 def model_type(model) -> str:
     return getattr(getattr(model, "config", None), "model_type", type(model).__name__)
 
