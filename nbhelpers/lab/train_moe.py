@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from nbhelpers import persist
+from nbhelpers.lab.optimise import optimizer_step
 from nbhelpers.lab import corpus
 
 EVAL_SEED = 10_000  # evaluation documents come from another seed than training ones
@@ -92,11 +92,7 @@ def train(out: Path, seed: int, steps: int, batch: int, length: int, lr: float, 
     for step in bar:
         rows = data[torch.randint(len(data), (batch,), generator=generator)]
         output = model(input_ids=rows, labels=rows, output_router_logits=True)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        optimizer_step(output.loss, optimizer, schedule, clip_params=model.parameters())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{output.loss.item():.3f}", aux=f"{output.aux_loss.item():.3f}")
             print(f"moe step {step} loss {output.loss.item():.4f} aux {output.aux_loss.item():.4f}", flush=True)
@@ -113,7 +109,6 @@ def routing_counts(model, tokenizer, docs):
 
     ids, kinds = encode(docs, tokenizer)
     kinds = torch.tensor(kinds)
-    first = []
     with torch.no_grad():
         logits = []
         for start in range(0, len(ids), 256):
