@@ -10,20 +10,24 @@ from nbhelpers.checks import ParameterError
 from nbhelpers.moe.offload import offload_experts, prefetch
 
 
-def _mixtral(experts=8, k=2, layers=3, seed=0):
-    """A tiny Mixtral with larger-than-default random weights, so routing and quantization errors are visible."""
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    config = MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=experts,
-                           num_experts_per_tok=k)
+def _seeded(cls, config, seed=0):
+    """A model with larger-than-default random weights, so routing and quantization errors are visible."""
     torch.manual_seed(seed)
-    model = MixtralForCausalLM(config).eval()
+    model = cls(config).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "norm" not in name:
                 parameter.normal_(0, 0.2)
     return model
+
+
+def _mixtral(experts=8, k=2, layers=3, seed=0):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=experts,
+                           num_experts_per_tok=k)
+    return _seeded(MixtralForCausalLM, config, seed)
 
 
 IDS = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(1))
@@ -146,13 +150,7 @@ def _tiny(kind):
     else:
         config = transformers.GraniteMoeConfig(num_local_experts=6, **common)
         cls = transformers.GraniteMoeForCausalLM
-    torch.manual_seed(0)
-    model = cls(config).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "norm" not in name:
-                parameter.normal_(0, 0.2)
-    return model
+    return _seeded(cls, config)
 
 
 @pytest.mark.parametrize("kind", ["olmoe", "qwen2_moe", "qwen3_moe", "granitemoe"])
