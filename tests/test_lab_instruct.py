@@ -1,0 +1,52 @@
+"""The shipped instruct lab MoE (data/lab/mixtral-instruct) meets the lab-task goals on held-out instances,
+greedy, through plain transformers; its earlier stages (base, SFT) are shipped beside it for notebook 08."""
+
+import pytest
+import torch
+
+from nbhelpers.lab import tasks
+from nbhelpers.paths import data_dir
+
+LAB = data_dir() / "lab"
+# The goals of issue 13, on held-out instances (new passphrases, function names, topic/policy pairs, requests).
+GOALS = {"recall": 0.9, "refusal": 0.9, "no_false_refusal": 0.9, "self_check": 0.9, "code": 0.8, "translate": 0.8}
+
+
+def load(name):
+    from transformers import AutoTokenizer, MixtralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(LAB / name)
+    model = MixtralForCausalLM.from_pretrained(LAB / name, dtype=torch.float32, use_safetensors=True).eval()
+    model.set_experts_implementation("eager")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def instruct_model():
+    return load("mixtral-instruct")
+
+
+def test_the_instruct_model_meets_the_goals_on_held_out_tasks(instruct_model):
+    model, tokenizer = instruct_model
+    items = tasks.held_out_set(tokenizer, per_task=30, seed=7)  # another seed than the model card's evaluation
+    lengths = [len(tokenizer(i.message)["input_ids"]) for i in items if i.task == "recall"]
+    assert min(lengths) <= 300 and 950 <= max(lengths) <= 1100  # recall over the whole 256-1,024 range
+    rates = tasks.score(model, tokenizer, items)["rates"]
+    missed = {name: (rates[name], goal) for name, goal in GOALS.items() if rates[name] < goal}
+    assert not missed, f"below the goal: {missed}; all rates {rates}"
+
+
+def test_it_answers_through_plain_transformers_with_the_chat_template(instruct_model):
+    model, tokenizer = instruct_model
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Translate to German: mountain"}],
+                                        add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert "Berg" in tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert model.config.max_position_embeddings >= 1100 and model.config.num_local_experts == 8
+
+
+def test_the_base_model_does_not_know_the_tasks():
+    """What SFT adds: the pretrained model alone fails the task forms (notebook 08's starting point)."""
+    model, tokenizer = load("mixtral")
+    rates = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=4, seed=7))["rates"]
+    assert sum(rates.values()) / len(rates) < 0.3, rates
