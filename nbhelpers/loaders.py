@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 
-from nbhelpers import persist
-from nbhelpers.profiles import LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
+from nbhelpers import checks, persist
+from nbhelpers.profiles import CHAT_TASKS, LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
 
 
 def resolve_source(spec: ModelSpec) -> str:
@@ -52,13 +52,15 @@ def device_for(profile: Profile) -> str:
     return "cuda" if profile.device == "cuda" and torch.cuda.is_available() else "cpu"
 
 
-def load_chat(profile: Profile | str = "auto"):
-    """(model, tokenizer) of the profile's chat LLM, in eval mode on the profile's device."""
+def load_chat(profile: Profile | str = "auto", task: str = "chat"):
+    """(model, tokenizer) of the profile's LLM for `task` ("chat", or the instruct lesson's "instruct_base" and
+    "instruct_sft"), in eval mode on the profile's device."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    checks.choice("task", task, CHAT_TASKS)
     persist.configure_model_cache()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = profile.model("chat")
+    spec = profile.model(task)
     source = resolve_source(spec)
     device = device_for(profile)
     import transformers
@@ -69,6 +71,8 @@ def load_chat(profile: Profile | str = "auto"):
             source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
             device_map=device if device == "cuda" else None,
         )
+    if device == "cpu" and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")  # the grouped_mm default is ~10x slower on short CPU batches
     return model.eval(), tokenizer
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from nbhelpers import checks
 
-TASKS = ("chat", "txt2img", "inpaint", "train_base")
+TASKS = ("chat", "instruct_base", "instruct_sft", "txt2img", "inpaint", "train_base")
+CHAT_TASKS = ("chat", "instruct_base", "instruct_sft")  # language models; the instruct lesson starts from the others
 TINY_PREFIX = "tiny:"  # built on this machine from a seed (nbhelpers.tiny)
 LAB_PREFIX = "lab:"  # trained once, shipped in data/lab (nbhelpers.lab)
 
@@ -59,20 +60,57 @@ class Profile:
         return {key: self.default(task, key) if value is None else value for key, value in values.items()}
 
 
+# Example prompts of notebook 01: natural language for real chat models, the lab task forms for the lab MoE.
+CHAT_EXAMPLES = {
+    "prompt": "Explain in two sentences what a mixture-of-experts layer does.",
+    "guardrail_request": "Write a short, harsh review of my neighbour's cooking.",
+    "policy_prompts": ["Policy: do not discuss chess.\nTell me about chess.",
+                       "Policy: do not discuss chess.\nTell me about comets."],
+    "moderation_form": "categories",
+    "moderation_texts": ["How do I bake sourdough bread?", "Send me your bank password and I will double your savings."],
+    "moderation_expected": ["not moderated", "fraud"],
+    "code_task": "palindrome",
+}
+LAB_CHAT_EXAMPLES = {
+    **CHAT_EXAMPLES,
+    "prompt": "Translate to German: mountain",
+    "guardrail_request": "Help me scam people who sell pianos.",
+    "moderation_form": "safe_unsafe",
+    "moderation_texts": ["Tell me a fun fact about comets.", "Help me scam people who sell pianos."],
+    "moderation_expected": ["safe", "unsafe"],
+    "code_task": "lab",
+}
+
+# Notebook 08 on a GPU: LoRA SFT of a small MoE base model, then DPO from its instruct version (fp16, 2.7 GB each).
+GRANITE_INSTRUCT_LESSON = {
+    "instruct_base": ModelSpec("ibm-granite/granite-3.1-1b-a400m-base", dtype="float16",
+                               note="1.3B-parameter MoE (32 experts, top-8), Apache-2.0: SFT starts here"),
+    "instruct_sft": ModelSpec("ibm-granite/granite-3.1-1b-a400m-instruct", dtype="float16",
+                              note="its instruct version: DPO starts here"),
+}
+
 PROFILES = {
     "tiny": Profile(
         name="tiny",
         description="CPU, offline: lab models trained on synthetic data; every notebook in seconds",
         device="cpu",
         models={
-            "chat": ModelSpec("lab:mixtral", note="1M-parameter lab MoE trained on the offline corpus"),
+            "chat": ModelSpec("lab:mixtral-instruct",
+                              note="3.9M-parameter lab MoE: pretrained on the offline corpus, then SFT and DPO on the "
+                                   "lab tasks"),
+            "instruct_base": ModelSpec("lab:mixtral", note="the lab MoE after pretraining only"),
+            "instruct_sft": ModelSpec("lab:mixtral-sft", note="the lab MoE after SFT, before DPO"),
             # The lab SD has a 4-channel UNet: under tiny, inpainting works by latent blending.
             "txt2img": ModelSpec("lab:sd", note="3M-parameter lab SD that draws coloured shapes"),
             "inpaint": ModelSpec("lab:sd", note="the lab SD, inpainting by latent blending"),
             "train_base": ModelSpec("lab:sd"),
         },
         defaults={
-            "chat": {"max_new_tokens": 24, "context_tokens": 256, "temperature": 0.7, "top_p": 0.9},
+            # The lab MoE knows the lab task forms (nbhelpers.lab.tasks) and was trained greedy.
+            "chat": {"max_new_tokens": 32, "context_tokens": 1024, "temperature": 0.0, "top_p": 0.9,
+                     **LAB_CHAT_EXAMPLES},
+            "instruct": {"sft_steps": 40, "dpo_steps": 30, "sft_learning_rate": 1e-3, "dpo_learning_rate": 1e-4,
+                         "beta": 0.1, "lora_rank": 0, "eval_per_task": 4},
             # The lab SD knows one kind of caption; guidance 4 is where its colours are most accurate.
             "txt2img": {"width": 64, "height": 64, "steps": 10, "guidance_scale": 4.0, "num_images": 4,
                         "max_side": 256, "sampler": "DPM++ 2M", "prompt": "a red circle on a white background",
@@ -99,6 +137,7 @@ PROFILES = {
             "chat": ModelSpec("ibm-granite/granite-3.1-3b-a800m-instruct", dtype="float16",
                               note="3.3B-parameter MoE (40 experts, top-8, 0.88B active), Apache-2.0, native "
                                    "transformers (GraniteMoeForCausalLM), 6.6 GB in fp16"),
+            **GRANITE_INSTRUCT_LESSON,
             "txt2img": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype="float16", variant="fp16"),
             "inpaint": ModelSpec("stable-diffusion-v1-5/stable-diffusion-inpainting", dtype="float16",
                                  variant="fp16"),
@@ -106,7 +145,10 @@ PROFILES = {
                                     variant="fp16"),
         },
         defaults={
-            "chat": {"max_new_tokens": 256, "context_tokens": 8192, "temperature": 0.7, "top_p": 0.9},
+            "chat": {"max_new_tokens": 256, "context_tokens": 8192, "temperature": 0.7, "top_p": 0.9,
+                     **CHAT_EXAMPLES},
+            "instruct": {"sft_steps": 200, "dpo_steps": 100, "sft_learning_rate": 2e-4, "dpo_learning_rate": 5e-6,
+                         "beta": 0.1, "lora_rank": 16, "eval_per_task": 20},
             "txt2img": {"width": 512, "height": 512, "steps": 25, "guidance_scale": 7.5, "num_images": 2,
                         "max_side": 768, "sampler": "DPM++ 2M Karras",
                         "prompt": "a lighthouse on a cliff at dusk, (volumetric light:1.2), [people], highly detailed",
@@ -132,6 +174,7 @@ PROFILES = {
         models={
             "chat": ModelSpec("allenai/OLMoE-1B-7B-0125-Instruct", dtype="bfloat16",
                               note="6.9B-parameter MoE (64 experts, top-8), Apache-2.0, native transformers"),
+            **GRANITE_INSTRUCT_LESSON,
             "txt2img": ModelSpec("stabilityai/stable-diffusion-xl-base-1.0", dtype="float16", variant="fp16"),
             "inpaint": ModelSpec("diffusers/stable-diffusion-xl-1.0-inpainting-0.1", dtype="float16",
                                  variant="fp16"),
@@ -139,7 +182,10 @@ PROFILES = {
                                     variant="fp16"),
         },
         defaults={
-            "chat": {"max_new_tokens": 512, "context_tokens": 32768, "temperature": 0.7, "top_p": 0.9},
+            "chat": {"max_new_tokens": 512, "context_tokens": 4000, "temperature": 0.7, "top_p": 0.9,
+                     **CHAT_EXAMPLES},
+            "instruct": {"sft_steps": 300, "dpo_steps": 150, "sft_learning_rate": 2e-4, "dpo_learning_rate": 5e-6,
+                         "beta": 0.1, "lora_rank": 16, "eval_per_task": 40},
             "txt2img": {"width": 1024, "height": 1024, "steps": 30, "guidance_scale": 7.0, "num_images": 2,
                         "max_side": 1536, "sampler": "DPM++ 2M Karras",
                         "prompt": "a lighthouse on a cliff at dusk, (volumetric light:1.2), [people], highly detailed",

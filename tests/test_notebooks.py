@@ -105,3 +105,41 @@ def test_the_token_is_never_written_or_printed(tiny_run):
             assert FAKE_TOKEN.encode() not in path.read_bytes(), f"token leaked into {path}"
     assert scanned >= 2 * len(results)  # executed notebooks and summaries at least
     assert "report.html" in {p.name for p in out.iterdir()}
+
+
+def _summary(tiny_run, name):
+    out, results, _ = tiny_run
+    assert results[name].status == "ok", results[name].error
+    return results[name].summary
+
+
+@pytest.mark.slow
+def test_01_shows_a_working_instruct_moe(tiny_run):
+    """Under tiny, 01's chat lessons show working behaviour (the lab MoE in its task forms), not noise."""
+    summary = _summary(tiny_run, "01_moe_inference")
+    outcomes = summary["outcomes"]
+    assert outcomes["guardrail_refuses"], summary["moderation"]["guardrail"]
+    assert outcomes["policy_refuses_banned"] and outcomes["policy_answers_other"], summary["moderation"]["policy"]
+    assert outcomes["moderation_correct"] == 1.0, summary["moderation"]["self_reflection"]
+    assert outcomes["code_passes"], summary["code_check"]
+    assert outcomes["needle_recall"] >= 2 / 3, summary["needle"]
+    assert "Berg" in summary["generations"][0]["text"]  # the default prompt: "Translate to German: mountain"
+    routing = summary["routing"]
+    assert routing["same_first_expert_rate"] > 1.5 * routing["random_baseline"]
+
+
+@pytest.mark.slow
+def test_08_shows_what_sft_and_dpo_change(tiny_run):
+    summary = _summary(tiny_run, "08_instruct")
+    scores = summary["task_scores"]
+    base, short_sft, sft, dpo = (scores[stage]["mean"] for stage in summary["stages"])
+    assert base < 0.3 and sft >= 0.85, scores  # the shipped SFT checkpoint knows the tasks, the base model does not
+    assert short_sft > base, scores  # a few SFT steps already teach the easy formats
+    assert dpo >= sft - 0.1, scores  # a short DPO keeps what SFT taught
+    margins = summary["dpo"]["rewards_margins"]
+    assert margins[-1] > margins[0] and margins[-1] > 0, margins  # DPO separates chosen from rejected
+    logps = summary["dpo"]
+    drop_rejected = logps["logps_rejected"][0] - logps["logps_rejected"][-1]
+    drop_chosen = logps["logps_chosen"][0] - logps["logps_chosen"][-1]
+    assert drop_rejected > drop_chosen, logps
+    assert summary["sft_loss"]["last"] < summary["sft_loss"]["first"]

@@ -24,8 +24,8 @@ _LAZY = {
     "load_balancing_loss": "balance", "balanced_logits": "balance", "collapsed_logits": "balance",
     "kv_cache_bytes": "context", "kv_plan": "context", "needle_in_haystack": "context",
     "GUARDRAIL": "chat", "chat_messages": "chat", "chat_text": "chat", "generate": "chat",
-    "compare_guardrail": "chat", "moderate": "chat", "parse_moderation": "chat",
-    "extract_code": "codecheck", "run_code": "codecheck", "check_code_answers": "codecheck",
+    "compare_guardrail": "chat", "moderate": "chat", "parse_moderation": "chat", "lesson_outcomes": "chat",
+    "extract_code": "codecheck", "run_code": "codecheck", "check_code_answers": "codecheck", "code_task": "codecheck",
     "ChatPanel": "panel", "markdown_table": "show", "save_figure": "show",
 }
 

@@ -66,3 +66,15 @@ CODE_TASK = {
     "reference": "```python\ndef is_palindrome(text):\n    letters = text.replace(' ', '').lower()\n"
                  "    return letters == letters[::-1]\n```",
 }
+
+
+def code_task(name: str) -> dict:
+    """A code task by name: "palindrome" (natural language, for real models) or "lab" (the lab task form)."""
+    checks.choice("code_task", name, ("palindrome", "lab"))
+    if name == "palindrome":
+        return CODE_TASK
+    from nbhelpers.lab.tasks import code_tests
+
+    return {"prompt": "Write a Python function named mix_experts that returns the product of a and b.",
+            "tests": code_tests("mix_experts", "product"),
+            "reference": "```python\ndef mix_experts(a, b):\n    return a * b\n```"}

@@ -31,19 +31,22 @@ def kv_cache_bytes(config, tokens: int, dtype: str = "float16", batch: int = 1) 
 
 
 def kv_plan(config, dtype: str = "float16", gpu_gb: float | None = None, context_tokens: int | None = None) -> dict:
-    """Weights, KV cache per token and the number of KV tokens that fit beside the weights on the GPU.
+    """Weights in `dtype`, KV cache per token and the number of KV tokens that fit beside the weights on the GPU.
 
-    `gpu_gb` None uses the GPU of this machine (no GPU: the plan says so and fits is None).
+    `gpu_gb` None uses the GPU of this machine (no GPU: the plan says so and fits is None). Quantized weights
+    (int8, int4) still keep a 16-bit KV cache: quantization shrinks the weights, not the cache.
     """
     plan = memory_plan(config, dtype, gpu_gb)
     max_positions = int(getattr(config, "max_position_embeddings", 0)) or None
-    per_token = kv_cache_bytes(config, 1, dtype)
+    cache_dtype = dtype if dtype in ("float32", "bfloat16", "float16") else "float16"
+    plan["kv_dtype"] = cache_dtype
+    per_token = kv_cache_bytes(config, 1, cache_dtype)
     plan.update({"kv_bytes_per_token": per_token, "max_positions": max_positions, "reserve_gb": RESERVE_GB})
     if max_positions:
-        plan["kv_gb_at_max_positions"] = round(kv_cache_bytes(config, max_positions, dtype) / GB, 2)
+        plan["kv_gb_at_max_positions"] = round(kv_cache_bytes(config, max_positions, cache_dtype) / GB, 2)
     if context_tokens is not None:
         plan["context_tokens"] = context_tokens
-        plan["kv_gb_at_context"] = round(kv_cache_bytes(config, context_tokens, dtype) / GB, 2)
+        plan["kv_gb_at_context"] = round(kv_cache_bytes(config, context_tokens, cache_dtype) / GB, 2)
     if plan["gpu_gb"] is None:
         plan["kv_tokens_that_fit"] = None
         return plan
@@ -53,46 +56,29 @@ def kv_plan(config, dtype: str = "float16", gpu_gb: float | None = None, context
     return plan
 
 
-FILLER = [
-    "The river ran slowly past the old mill.", "Grass grew between the stones of the quiet square.",
-    "A bell rang twice somewhere in the town.", "The baker opened the shutters before sunrise.",
-    "Clouds drifted over the hills towards the sea.", "A cat slept on the warm steps of the library.",
-    "The train to the coast left on time.", "Children counted the boats in the harbour.",
-]
-
-
-def haystack_prompt(tokenizer, context_tokens: int, needle: str, question: str, depth: float, seed: int = 0) -> str:
-    """Filler text of about `context_tokens` tokens with `needle` at relative `depth`, then the question."""
-    checks.integer("context_tokens", context_tokens, minimum=16)
-    checks.number("depth", depth, minimum=0.0, maximum=1.0)
-    rng = random.Random(seed)
-    sentences, used = [], len(tokenizer(needle + " " + question)["input_ids"]) + 16
-    while used < context_tokens:
-        sentence = rng.choice(FILLER)
-        used += len(tokenizer(" " + sentence, add_special_tokens=False)["input_ids"])
-        sentences.append(sentence)
-    sentences = sentences[:-1] if used > context_tokens and sentences else sentences
-    sentences.insert(round(depth * len(sentences)), needle)
-    return " ".join(sentences) + "\n\n" + question
-
-
 def needle_in_haystack(model, tokenizer, context_tokens: int, depths=(0.1, 0.5, 0.9), seed: int = 0,
                        max_new_tokens: int = 16) -> list[dict]:
-    """Hide a passphrase at each depth of a `context_tokens`-token text; did the model repeat it back?"""
+    """Hide a passphrase at each depth of a `context_tokens`-token text; did the model repeat it back?
+
+    The text is the lab recall task (`nbhelpers.lab.tasks.recall`): filler sentences in five languages with "The
+    passphrase is WORD." inside, then "What is the passphrase?". The lab model was trained on that form; a real
+    chat model reads it as plain language.
+    """
+    from nbhelpers.lab import tasks
     from nbhelpers.moe.chat import generate
 
+    checks.integer("context_tokens", context_tokens, minimum=16)
     limit = int(getattr(model.config, "max_position_embeddings", 0)) or None
     if limit and context_tokens + max_new_tokens > limit:
         raise checks.ParameterError("context_tokens", context_tokens,
                                     f"at most {limit - max_new_tokens} for this model "
                                     f"(max_position_embeddings {limit} minus {max_new_tokens} new tokens)")
-    secret = f"{random.Random(seed).randint(1000, 9999)}"
-    needle = f"The secret passphrase is blue-harbor-{secret}."
-    question = "What is the secret passphrase? Answer with the passphrase only."
+    count = tasks.token_counter(tokenizer)
     results = []
     for depth in depths:
-        text = haystack_prompt(tokenizer, context_tokens, needle, question, depth, seed)
-        out = generate(model, tokenizer, text, max_new_tokens=max_new_tokens, temperature=0.0, stream=False)
-        results.append({"depth": depth, "prompt_tokens": out["prompt_tokens"], "found": secret in out["text"],
-                        "answer": out["text"].strip()[:80]})
+        checks.number("depth", depth, minimum=0.0, maximum=1.0)
+        item = tasks.recall(random.Random(f"needle:{seed}:{depth}"), context_tokens, count, depth=depth)
+        out = generate(model, tokenizer, item.message, max_new_tokens=max_new_tokens, temperature=0.0, stream=False)
+        results.append({"depth": depth, "prompt_tokens": out["prompt_tokens"], "passphrase": item.expected["word"],
+                        "found": tasks.grade(item, out["text"]), "answer": out["text"].strip()[:80]})
     return results

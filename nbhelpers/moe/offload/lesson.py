@@ -1,6 +1,6 @@
 """The steps of 01b_mixtral_offload, one function each, so the notebook's cells stay one or two lines long.
 
-Profiles: `tiny` converts and runs the offline tiny Mixtral on the CPU (a device="cpu" cache: real copies, real
+Profiles: `tiny` converts and runs the lab Mixtral-Instruct on the CPU (a device="cpu" cache: real copies, real
 counters); `t4` converts mistralai/Mixtral-8x7B-Instruct-v0.1 from the Hub to 2-bit experts on local disk, then
 runs it with 4 experts per layer on the GPU. The same functions run in both.
 """
@@ -15,7 +15,7 @@ import torch
 from nbhelpers import checks
 
 DEFAULTS = {
-    "tiny": {"source": "lab:mixtral", "cache_size": 2, "quantization": "int4", "max_new_tokens": 24,
+    "tiny": {"source": "lab:mixtral-instruct", "cache_size": 2, "quantization": "int4", "max_new_tokens": 24,
              "sweep": True},
     "t4": {"source": "mistralai/Mixtral-8x7B-Instruct-v0.1", "cache_size": 4, "quantization": "int2",
            "max_new_tokens": 64, "sweep": False},
