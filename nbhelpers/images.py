@@ -44,7 +44,8 @@ def open_image(path: str | os.PathLike, parameter: str):
     except IsADirectoryError:
         raise ParameterError(parameter, str(path), "an image file; this is a folder") from None
     except Image.DecompressionBombError as error:
-        raise ParameterError(parameter, str(path), f"an image of a sane size ({error})") from None
+        raise ParameterError(parameter, str(path),
+                             f"an image of at most {MAX_PIXELS // 2**20} megapixels ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         raise ParameterError(parameter, str(path), f"a readable image file (PNG, JPEG, WebP); this one is corrupt or "
                              f"not an image ({error})") from None

@@ -11,7 +11,6 @@ since each token runs k of the E experts in every layer (attention, embeddings a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nbhelpers import checks

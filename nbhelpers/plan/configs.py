@@ -10,7 +10,6 @@ Diffusion models live in `data/configs/<model>/` in the Hub's own layout (`model
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
