@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import time
 from pathlib import Path
 
 from nbhelpers.checks import ParameterError
+
+DEBUG_ENV = "NBHELPERS_DEBUG"  # set to 1 (or pass --debug) to see the traceback behind a one-line error
+INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def _doctor(args) -> int:
@@ -21,7 +26,7 @@ def _doctor(args) -> int:
 def _run(args) -> int:
     from nbhelpers import runner
 
-    overrides = {name: runner.parse_value(value) for name, value in (args.parameter or [])}
+    overrides = runner.parse_parameters(args.parameter or [])
     results = runner.run(args.notebooks, profile=args.profile, out=args.out, overrides=overrides,
                          timeout=args.timeout, folder=args.dir)
     failed = [r.name for r in results if r.status != "ok"]
@@ -43,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     from nbhelpers.profiles import PROFILE_NAMES
 
     top = argparse.ArgumentParser(prog="nbhelpers", description="Run and check the MoE + Stable Diffusion curriculum.")
+    top.add_argument("--debug", action="store_true",
+                     help=f"show the traceback behind an error (also: {DEBUG_ENV}=1); accepted after the verb too")
     verbs = top.add_subparsers(dest="verb", required=True)
 
     doctor = verbs.add_parser("doctor", help="runtime, GPU, memory, disk, versions and known problems")
@@ -55,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="outputs/run", help="folder for executed notebooks, outputs and the report")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="set a notebook parameter (JSON or text), e.g. -p steps 20")
-    run.add_argument("--timeout", type=float, default=900, help="seconds allowed per notebook (default 900)")
+    run.add_argument("--timeout", type=float, default=900,
+                     help="seconds allowed per notebook (default 900; inf: no limit)")
     run.add_argument("--dir", type=Path, default=None, help="folder of notebooks (default: the curriculum's)")
     run.set_defaults(handler=_run)
 
@@ -73,9 +81,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere, so that `nbhelpers run 02 --debug` works as well as `nbhelpers --debug run`
+    args = parser().parse_args([a for a in argv if a != "--debug"])
+    return guarded(f"nbhelpers {args.verb}", args.handler, args, debug)
+
+
+def guarded(prog: str, handler, args, debug: bool = False) -> int:
+    """Run a verb. A user's mistake (ParameterError) is one line on stderr and exit 2; Ctrl-C is one line and exit
+    130. Tracebacks are for bugs: they show for anything else, and for these two with --debug or NBHELPERS_DEBUG=1."""
+    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        return args.handler(args)
+        return handler(args)
     except ParameterError as error:
-        print(f"nbhelpers {args.verb}: error: {error}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED

@@ -70,6 +70,25 @@ def ensure_writable(folder: Path, parameter: str = "output_dir") -> Path:
     return folder
 
 
+def check_writable(folder: str | os.PathLike, parameter: str) -> Path:
+    """Refuse, before any work, a folder that could not be created or written: a path through a file, a file where
+    the folder should be, a read-only place. Unlike ensure_writable it creates nothing, so a refused command leaves
+    no trace; it is a cheap early check, not a guarantee (the disk can still fill up)."""
+    from nbhelpers.checks import ParameterError
+
+    folder = Path(folder).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(parameter, str(folder), "a folder; it is a file, which is never overwritten")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ParameterError(parameter, str(folder), f"a folder that can be created; {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(parameter, str(folder), f"a writable folder; {existing} is not writable")
+    return folder
+
+
 def default_model_cache() -> Path:
     if env.runtime() == "colab":
         return Path("/content/hf_cache")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbhelpers import checks, persist
+from nbhelpers.processes import stop_tree
 from nbhelpers.paths import notebooks_dir
 from nbhelpers.profiles import PROFILE_NAMES
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DEFAULT_TIMEOUT = 900
+# Limits above this mean "no limit": waits longer than threading.TIMEOUT_MAX raise OverflowError, and nobody waits
+# a year for a notebook. So --timeout inf and --timeout 1e30 both run without a limit.
+NO_LIMIT_ABOVE = 365 * 24 * 3600
+RESERVED = {"profile": "--profile", "output_dir": "--out"}  # parameters the runner sets itself
 
 
 @dataclass
@@ -65,13 +69,21 @@ def notebook_parameters(path: Path) -> dict:
     """
     import ast
 
-    cells = json.loads(Path(path).read_text())["cells"]
-    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    notebook = checks.existing_json("notebook", path, "a Jupyter notebook (JSON)")
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        raise checks.ParameterError("notebook", str(path), "a Jupyter notebook; this JSON has no list of cells")
+    tagged = [c for c in cells if isinstance(c, dict) and "parameters" in c.get("metadata", {}).get("tags", [])]
     if not tagged:
         return {}
     source = "".join(tagged[0]["source"]) if isinstance(tagged[0]["source"], list) else tagged[0]["source"]
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        raise checks.ParameterError("notebook", str(path), f"a notebook whose parameters cell is valid Python; line "
+                                    f"{error.lineno} of that cell: {error.msg}") from None
     return {target.id: ast.get_source_segment(source, node.value)
-            for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for node in tree.body if isinstance(node, ast.Assign)
             for target in node.targets if isinstance(target, ast.Name)}
 
 
@@ -91,8 +103,27 @@ def _python_literal(text: str):
     return ast.literal_eval(text)
 
 
+def parse_parameters(pairs) -> dict:
+    """`-p NAME VALUE` pairs to a dict. A name given twice is refused rather than silently taking the last."""
+    overrides = {}
+    for name, value in pairs:
+        name = checks.unicode_text("-p", name)
+        if name in overrides:
+            raise checks.ParameterError("-p " + name, value, f"one value per parameter; it is also given as "
+                                        f"{overrides[name]!r}")
+        overrides[name] = parse_value(checks.unicode_text("-p " + name, value))
+    return overrides
+
+
 def plan(notebooks: list[Path], overrides: dict) -> dict[Path, dict]:
-    """The parameters each notebook gets. A name no chosen notebook defines is an error, raised before running."""
+    """The parameters each notebook gets. A name no chosen notebook defines is an error, raised before running;
+    so are the runner's own (profile, output_dir), which -p would otherwise be silently overridden on."""
+    for name, flag in RESERVED.items():
+        if name in overrides:
+            raise checks.ParameterError("-p " + name, overrides[name], f"set by the runner; use {flag} instead")
+    for name, value in overrides.items():
+        if isinstance(value, str):
+            overrides[name] = checks.unicode_text("-p " + name, value)
     defined = {path: notebook_parameters(path) for path in notebooks}
     for name in overrides:
         if not any(name in params for params in defined.values()):
@@ -110,16 +141,33 @@ def run(names: list[str] | None = None, *, profile: str = "tiny", out: str | os.
     notebooks = select(list(names or []), folder)
     out = persist.ensure_writable(Path(out), "--out")
     per_notebook = plan(notebooks, dict(overrides or {}))
+    from nbhelpers import report
+
     results = []
     for path in notebooks:
         parameters = {**per_notebook[path], "profile": profile, "output_dir": str(out)}
-        result = execute(path, out, parameters, timeout)
+        try:
+            result = execute(path, out, parameters, timeout)
+        except KeyboardInterrupt:  # Ctrl-C: the notebook's processes are stopped; report what finished, then stop
+            echo(f"{path.stem:<22} stopped (Ctrl-C)")
+            report.write(results, out, profile)
+            echo(f"interrupted: the report of the {len(results)} finished notebook(s) is {out / 'report.html'}")
+            raise
         echo(f"{result.name:<22} {result.status:<8} {result.seconds:7.1f} s" + (f"  {result.error}" if result.error else ""))
         results.append(result)
-    from nbhelpers import report
-
     report.write(results, out, profile)
     return results
+
+
+# What YAML accepts unescaped (PyYAML's reader refuses anything else); the rest are BMP characters, \uXXXX-escaped.
+_NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def yaml_json(parameters: dict) -> str:
+    """The parameters as JSON that papermill's YAML reader reads back exactly. JSON is YAML, but not with ASCII
+    escapes: PyYAML reads an emoji's escaped surrogate pair "\\ud83d\\udc31" as two lone surrogates, which then
+    cannot be written into the executed notebook (a 0-byte file and "surrogates not allowed")."""
+    return _NOT_YAML_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(parameters, ensure_ascii=False))
 
 
 def execute(path: Path, out: Path, parameters: dict, timeout: float) -> NotebookResult:
@@ -130,20 +178,24 @@ def execute(path: Path, out: Path, parameters: dict, timeout: float) -> Notebook
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
     if parameters.get("profile") == "tiny":
         environment["HF_HUB_OFFLINE"] = "1"  # tiny is offline by definition: fail loudly if anything reaches out
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(parameters, handle)  # JSON is YAML, which papermill's -f reads
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+        handle.write(yaml_json(parameters))
     command = [sys.executable, "-m", "papermill", str(path), str(executed), "-f", handle.name,
                "--cwd", str(path.parent), "--no-progress-bar", "--kernel", "python3"]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=environment, start_new_session=True)
     try:
-        log, _ = process.communicate(timeout=timeout)
+        log, _ = process.communicate(timeout=None if timeout > NO_LIMIT_ABOVE else timeout)
         status = "ok" if process.returncode == 0 else "failed"
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the kernel is in the same session: stop it too
+        stop_tree(process.pid)  # papermill and its kernel (which runs in a session of its own)
         log, _ = process.communicate()
         status = "timeout"
+    except KeyboardInterrupt:
+        stop_tree(process.pid)
+        process.communicate()
+        raise
     finally:
         os.unlink(handle.name)
     seconds = time.perf_counter() - start

@@ -144,6 +144,11 @@ def build_sd_inpaint(folder: Path) -> None:
 
 
 BUILDERS = {"mixtral": build_mixtral, "sd": build_sd, "sd-inpaint": build_sd_inpaint}
+# Files a model cannot load without. A manifest must list them (and they must match their hashes): a manifest that
+# lists fewer files, or none, would otherwise vouch for a folder that from_pretrained then fails on.
+_SD_FILES = ("model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+             "text_encoder/model.safetensors", "tokenizer/tokenizer.json")
+REQUIRED = {"mixtral": ("config.json", "model.safetensors", "tokenizer.json"), "sd": _SD_FILES, "sd-inpaint": _SD_FILES}
 
 
 def cache_root() -> Path:
@@ -156,11 +161,19 @@ def ensure(name: str, root: str | os.PathLike | None = None) -> Path:
     folder = Path(root) / name if root else cache_root() / name
     if is_valid(folder):
         return folder
+    # Checked before a minute of building, naming the setting that chose the folder.
+    persist.check_writable(folder.parent, "--out" if root else _cache_setting())
     with persist.atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         BUILDERS[name](tmp)
         _write_manifest(tmp)
+    if not is_valid(folder):
+        raise RuntimeError(f"the tiny model {name} was built in {folder} but does not verify against its manifest")
     return folder
+
+
+def _cache_setting() -> str:
+    return "NBHELPERS_CACHE" if os.environ.get("NBHELPERS_CACHE") else "cache folder"
 
 
 def build_all(root: str | os.PathLike | None = None) -> dict:
@@ -173,11 +186,14 @@ def is_valid(folder: Path) -> bool:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         return False
-    if manifest.get("builder_version") != BUILDER_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("builder_version") != BUILDER_VERSION:
+        return False
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not set(REQUIRED.get(Path(folder).name, ())) <= set(files) or not files:
         return False
     return all(
         (Path(folder) / rel).is_file() and _sha256(Path(folder) / rel) == digest
-        for rel, digest in manifest.get("files", {}).items()
+        for rel, digest in files.items()
     )
 
 

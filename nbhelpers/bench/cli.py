@@ -23,8 +23,10 @@ def _list(name: str, text: str, kind=str) -> list:
 
 
 def _bench(args) -> int:
+    from nbhelpers import persist
     from nbhelpers.bench import Grid, markdown, run, write
 
+    persist.check_writable(args.out, "--out")  # before the grid runs, not after (its results would be lost)
     grid = Grid(models=_list("models", args.models), dtypes=_list("dtypes", args.dtypes),
                 samplers=_list("samplers", args.samplers), steps=_list("steps", args.steps, int),
                 resolutions=_list("resolutions", args.resolutions, int), batches=_list("batches", args.batches, int),

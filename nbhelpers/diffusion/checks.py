@@ -52,20 +52,16 @@ def image_size(name: str, image, max_side: int) -> None:
                                  "resize it first with nbhelpers.diffusion.fit(image)")
 
 
-def load_image(source, name: str = "input_image"):
-    """A PIL image from a path or a PIL image; an unreadable or missing file is a ParameterError."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(source, name: str = "input_image", grey: bool = False):
+    """An 8-bit RGB (or, for masks, grey) PIL image from a path or a PIL image of any mode (nbhelpers.images: 16-bit, palette,
+    transparency...); an unreadable or missing file is a ParameterError naming it."""
+    from PIL import Image
 
+    from nbhelpers import images
+
+    convert = images.to_grey if grey else images.to_rgb
     if isinstance(source, Image.Image):
-        return source
+        return convert(source)
     if not isinstance(source, (str, Path)) or not str(source):
         raise ParameterError(name, source, "must be a path to an image file (PNG, JPEG, WebP) or a PIL image")
-    path = Path(source).expanduser()
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not in the middle of generation
-            return image.copy()
-    except FileNotFoundError:
-        raise ParameterError(name, str(source), "must be an existing image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ParameterError(name, str(source), f"must be a readable image file (PNG, JPEG, WebP): {error}") from None
+    return convert(images.open_image(source, name))

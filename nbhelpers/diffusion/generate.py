@@ -79,9 +79,11 @@ def fit(image, side: int = 512):
     """`image` resized so that its longer side is `side` and both sides are multiples of 8 (what SD takes)."""
     from PIL import Image
 
+    from nbhelpers.images import to_rgb
+
     scale = side / max(image.size)
     width, height = (max(checks.MIN_SIDE, round(length * scale / 8) * 8) for length in image.size)
-    return image.convert("RGB").resize((width, height), Image.LANCZOS)
+    return to_rgb(image).resize((width, height), Image.LANCZOS)
 
 
 def default_image_path(profile: Profile | str = "t4") -> Path:
@@ -149,7 +151,7 @@ class Engine:
         s = self._settings("inpaint", prompt, negative_prompt, sampler, steps, guidance_scale, seed, num_images)
         s["strength"] = self.default("inpaint", "strength", strength)
         checks.settings(**_checked(s), strength=s["strength"])
-        image = checks.load_image(image, "input_image").convert("RGB")
+        image = checks.load_image(image, "input_image")
         checks.image_size("input_image", image, s["max_side"])
         s.update(mode="img2img", width=image.width, height=image.height,
                  denoising_steps=denoising_steps(s["steps"], s["strength"]))
@@ -171,9 +173,9 @@ class Engine:
         number("mask_blur", s["mask_blur"], minimum=0, maximum=256)
         if padding_mask_crop is not None:
             integer("padding_mask_crop", padding_mask_crop, minimum=0, maximum=s["max_side"])
-        image = checks.load_image(image, "input_image").convert("RGB")
+        image = checks.load_image(image, "input_image")
         checks.image_size("input_image", image, s["max_side"])
-        mask = masks.from_image(checks.load_image(mask, "mask"), size=image.size)
+        mask = masks.from_image(checks.load_image(mask, "mask", grey=True), size=image.size)
         mask = masks.blur(mask, s["mask_blur"])
         s.update(mode=f"inpaint ({model})", width=image.width, height=image.height, padding_mask_crop=padding_mask_crop,
                  denoising_steps=denoising_steps(s["steps"], s["strength"]))

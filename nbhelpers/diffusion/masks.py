@@ -36,7 +36,9 @@ def from_image(mask_image, size=None, threshold: int | None = None):
     `size` is the image it must match; a different size is an error rather than a silent resize, because a
     stretched mask no longer covers what the user painted.
     """
-    mask = mask_image.convert("L")
+    from nbhelpers.images import to_grey
+
+    mask = to_grey(mask_image)  # a 16-bit mask scaled, not clipped to all-white
     if size is not None and mask.size != tuple(size):
         raise ParameterError("mask", f"{mask.size[0]}x{mask.size[1]}",
                              f"must be the same size as the image, {size[0]}x{size[1]}")

@@ -11,7 +11,6 @@ since each token runs k of the E experts in every layer (attention, embeddings a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nbhelpers import checks
@@ -43,7 +42,9 @@ def load_config(name_or_path):
         if not path.is_file():
             raise checks.ParameterError("config", str(name_or_path),
                                         "a shipped config (" + ", ".join(shipped) + ") or a config.json path")
-    values = json.loads(path.read_text())
+    values = checks.existing_json("model config", path, "a model config (JSON)")
+    if not isinstance(values, dict) or "model_type" not in values:
+        raise checks.ParameterError("model config", str(path), "a transformers config (a JSON object with model_type)")
     model_type = values.pop("model_type")
     return AutoConfig.for_model(model_type, **values)
 

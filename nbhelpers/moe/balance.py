@@ -14,6 +14,7 @@ router_aux_loss_coef (0.02 for Mixtral) to the language-model loss.
 from __future__ import annotations
 
 from nbhelpers import checks
+from nbhelpers.moe.router import finite
 
 
 def load_balancing_loss(router_logits, num_experts: int, top_k: int, attention_mask=None):
@@ -25,6 +26,7 @@ def load_balancing_loss(router_logits, num_experts: int, top_k: int, attention_m
 
     checks.integer("top_k", top_k, minimum=1, maximum=num_experts)
     logits = torch.cat([layer.float() for layer in router_logits], dim=0)  # all layers' tokens together
+    finite(logits, "router_logits")
     if logits.shape[-1] != num_experts:
         raise checks.ParameterError("num_experts", num_experts, f"the router logits have {logits.shape[-1]} experts")
     probs = torch.softmax(logits, dim=-1)
@@ -32,6 +34,12 @@ def load_balancing_loss(router_logits, num_experts: int, top_k: int, attention_m
     if attention_mask is None:
         mask = torch.ones(len(probs), 1)
     else:  # the same flat mask for every layer
+        if attention_mask.numel() == 0 or len(probs) % attention_mask.numel():
+            raise checks.ParameterError("attention_mask", f"tensor of shape {tuple(attention_mask.shape)}",
+                                        f"one entry per token of each layer; the logits hold {len(probs)} rows")
+        if not attention_mask.bool().any():
+            raise checks.ParameterError("attention_mask", "all zeros", "at least one real token (a 1): with every "
+                                        "token masked out the loss is 0/0")
         layers = len(probs) // attention_mask.numel()
         mask = attention_mask.reshape(-1).float().repeat(layers)[:, None]
     mask = mask.to(probs.device)

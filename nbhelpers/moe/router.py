@@ -24,11 +24,24 @@ def route(router_logits, top_k: int, renormalize: bool = True):
 
     num_experts = router_logits.shape[-1]
     checks.integer("top_k", top_k, minimum=1, maximum=num_experts)
+    finite(router_logits, "router_logits")
     probs = torch.softmax(router_logits.float(), dim=-1)
     weights, experts = torch.topk(probs, top_k, dim=-1)
     if renormalize:
         weights = weights / weights.sum(dim=-1, keepdim=True)
     return weights, experts
+
+
+def finite(tensor, name: str):
+    """Refuse NaN or infinite values: softmax would turn them into NaN weights and top-k into arbitrary experts,
+    silently. Usually a sign of a diverged model or fp16 overflow upstream."""
+    import torch
+
+    bad = (~torch.isfinite(tensor)).sum().item()
+    if bad:
+        raise checks.ParameterError(name, f"tensor of shape {tuple(tensor.shape)}", f"finite numbers; {bad} values "
+                                    "are NaN or infinite (a diverged model, or fp16 overflow: try float32 or bf16)")
+    return tensor
 
 
 def sparse_moe_forward(moe_block, hidden_states, top_k: int | None = None):
@@ -44,6 +57,11 @@ def sparse_moe_forward(moe_block, hidden_states, top_k: int | None = None):
     num_experts = router_weight.shape[0]
     k = block_k if top_k is None else checks.integer("top_k", top_k, minimum=1, maximum=num_experts)
 
+    if hidden_states.dim() != 3 or hidden_states.shape[-1] != router_weight.shape[1]:
+        raise checks.ParameterError("hidden_states", f"tensor of shape {tuple(hidden_states.shape)}",
+                                    f"(batch, seq, {router_weight.shape[1]}): the block's hidden size is "
+                                    f"{router_weight.shape[1]}")
+    finite(hidden_states, "hidden_states")
     batch, seq, hidden = hidden_states.shape
     x = hidden_states.reshape(-1, hidden)                       # one row per token
     logits = F.linear(x, router_weight)                         # (tokens, E)

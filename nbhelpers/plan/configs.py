@@ -10,7 +10,6 @@ Diffusion models live in `data/configs/<model>/` in the Hub's own layout (`model
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,11 @@ def kind(name: str) -> str:
     return "moe" if check_model(name) in moe_names() else "diffusion"
 
 
+def _read(path: Path) -> dict:
+    """A shipped config; a truncated or hand-edited one is named with what is wrong, not a bare JSONDecodeError."""
+    return checks.existing_json("model config", path, "a model config (JSON)")
+
+
 def model_folder(name: str) -> Path:
     if name == "tiny-sd":
         from nbhelpers import tiny
@@ -54,7 +58,7 @@ def model_folder(name: str) -> Path:
 
 def component_classes(name: str) -> dict:
     """component -> (library, class name), from model_index.json; only the components with weights."""
-    index = json.loads((model_folder(name) / "model_index.json").read_text())
+    index = _read(model_folder(name) / "model_index.json")
     return {key: tuple(value) for key, value in index.items()
             if isinstance(value, list) and value[0] in ("diffusers", "transformers")
             and (model_folder(name) / key / "config.json").is_file()}
@@ -64,12 +68,12 @@ def source(name: str) -> str:
     if name == "tiny-sd":
         return "tiny:sd"
     if kind(name) == "moe":
-        return json.loads((data_dir() / "configs" / f"{name}.json").read_text()).get("_name_or_path", name)
-    return json.loads((model_folder(name) / "model_index.json").read_text()).get("source", name)
+        return _read(data_dir() / "configs" / f"{name}.json").get("_name_or_path", name)
+    return _read(model_folder(name) / "model_index.json").get("source", name)
 
 
 def component_config(name: str, component: str) -> dict:
-    return json.loads((model_folder(name) / component / "config.json").read_text())
+    return _read(model_folder(name) / component / "config.json")
 
 
 def build(library: str, class_name: str, config: dict, device: str = "meta"):
@@ -156,5 +160,5 @@ def analytic_count(name: str, count: ComponentCount) -> int | None:
     from nbhelpers.plan import analytic
 
     if kind(name) == "moe":
-        return analytic.count(count.class_name, json.loads((data_dir() / "configs" / f"{name}.json").read_text()))
+        return analytic.count(count.class_name, _read(data_dir() / "configs" / f"{name}.json"))
     return analytic.count(count.class_name, component_config(name, count.name))

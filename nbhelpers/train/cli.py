@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nbhelpers.checks import ParameterError
 
 # flag, type, help ("flag" is the TrainConfig field with dashes); None type means an on/off switch.
 OPTIONS = [
@@ -117,12 +116,11 @@ def _fill(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
+    from nbhelpers.cli import guarded
+
     parser = argparse.ArgumentParser(prog="python -m nbhelpers.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _fill(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except ParameterError as error:
-        print(f"nbhelpers train: error: {error}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    return guarded("nbhelpers train", args.handler, args, "--debug" in argv)

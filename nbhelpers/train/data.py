@@ -55,7 +55,7 @@ def load_folder(folder, resolution: int, *, instance_prompt: str | None = None, 
     prompts = []
     for path in images:
         caption_file = path.with_suffix(CAPTION_SUFFIX)
-        caption = caption_file.read_text(encoding="utf-8").strip() if use_captions and caption_file.is_file() else None
+        caption = read_caption(caption_file, parameter) if use_captions and caption_file.is_file() else None
         if caption is None and instance_prompt is None:
             raise ParameterError(parameter, str(path), "an image with a .txt caption beside it, or pass "
                                  "instance_prompt (--instance-prompt) to caption every image")
@@ -65,6 +65,16 @@ def load_folder(folder, resolution: int, *, instance_prompt: str | None = None, 
     return ImageSet(pictures, prompts, images)
 
 
+def read_caption(path: Path, parameter: str = "data") -> str:
+    """A caption file's text, stripped. Not UTF-8 (a Latin-1 file from an old editor) is refused naming the file
+    rather than guessed: a wrong guess would silently train on mojibake."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise ParameterError(parameter, str(path), f"a caption in UTF-8; byte {error.start} "
+                             f"(0x{error.object[error.start]:02x}) is not UTF-8. Save the file as UTF-8") from None
+
+
 def load_images(paths, resolution: int, prompt: str, parameter: str = "class_data") -> ImageSet:
     """A known list of images, all with one prompt (the cached class images)."""
     paths = [Path(p) for p in paths]
@@ -72,26 +82,19 @@ def load_images(paths, resolution: int, prompt: str, parameter: str = "class_dat
 
 
 def read_image(path, resolution: int, parameter: str = "data"):
-    from PIL import Image, UnidentifiedImageError
+    from nbhelpers.images import read_rgb
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return square(image, resolution)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ParameterError(parameter, str(path), f"a readable image; this one is corrupt ({error})") from None
+    return square(read_rgb(path, parameter), resolution)
 
 
 def square(image, resolution: int):
-    """RGB, shorter side = resolution, centre crop. EXIF rotation applied; transparency composited on white."""
-    from PIL import Image, ImageOps
+    """RGB (nbhelpers.images.to_rgb: any mode, EXIF rotation, transparency on white), shorter side = resolution,
+    centre crop."""
+    from PIL import Image
 
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    image = image.convert("RGB")
+    from nbhelpers.images import to_rgb
+
+    image = to_rgb(image)
     scale = resolution / min(image.size)
     size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
     image = image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)

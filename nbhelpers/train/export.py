@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -87,15 +89,19 @@ def model_card(config, base_model: str, losses: list[dict], seconds: float) -> s
     kind = "DreamBooth " + ("full fine-tune" if config.full_finetune else "LoRA") if config.mode == "dreambooth" else "LoRA"
     tags = ["stable-diffusion", "text-to-image", "diffusers", "nbhelpers"] + (["lora"] if not config.full_finetune else [])
     tags += ["dreambooth"] if config.mode == "dreambooth" else []
-    rows = "\n".join(f"| {name} | {value} |" for name, value in config.settings().items()
+    rows = "\n".join(f"| {name} | {_cell(value)} |" for name, value in config.settings().items()
                      if name not in ("output", "progress", "class_data"))
     prompt = config.instance_prompt or "(your prompt)"
-    load = (f'pipe.load_lora_weights("{config.output}", weight_name="{LORA_FILE}")\npipe("{prompt}", cross_attention_kwargs={{"scale": 1.0}})'
+    # User text is quoted, never pasted: JSON strings are valid YAML and Python string literals, so a prompt holding a
+    # newline, a quote or "license: mit" stays one value instead of adding keys to the front matter or breaking code.
+    load = (f'pipe.load_lora_weights({json.dumps(config.output)}, weight_name="{LORA_FILE}")\n'
+            f'pipe({json.dumps(prompt)}, cross_attention_kwargs={{"scale": 1.0}})'
             if not config.full_finetune else
-            f'pipe.unet = UNet2DConditionModel.from_pretrained("{config.output}/unet", use_safetensors=True)')
-    front = "\n".join(["---", f"base_model: {base_model}", "library_name: diffusers", "tags:"]
+            f'pipe.unet = UNet2DConditionModel.from_pretrained({json.dumps(config.output + "/unet")}, use_safetensors=True)')
+    front = "\n".join(["---", f"base_model: {_yaml_scalar(base_model)}", "library_name: diffusers", "tags:"]
                       + [f"- {t}" for t in tags]
-                      + ([f"instance_prompt: {config.instance_prompt}"] if config.instance_prompt else []) + ["---"])
+                      + ([f"instance_prompt: {json.dumps(config.instance_prompt)}"] if config.instance_prompt else [])
+                      + ["---"])
     return f"""{front}
 
 # {kind} trained with nbhelpers.train
@@ -118,6 +124,17 @@ the prompt (A1111) or use a LoraLoader node (ComfyUI).
 |---|---|
 {rows}
 """
+
+
+def _yaml_scalar(value: str) -> str:
+    """Plain when it is a simple name (a Hub id, a path: what the Hub's cards show), else a double-quoted (JSON)
+    string. The prompt is always quoted: a prompt such as "yes" or "1" is not a YAML boolean or number."""
+    return value if re.fullmatch(r"[A-Za-z0-9_./][A-Za-z0-9_./ -]*[A-Za-z0-9_./]|[A-Za-z0-9_./]", value) else json.dumps(value)
+
+
+def _cell(value) -> str:
+    """A value in one markdown table cell: no line breaks, no column separators."""
+    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def write_outputs(output, unet, text_encoder, config, base_model: str, losses: list[dict], seconds: float) -> dict:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbhelpers.train import checkpoints, data, export, priors
+from nbhelpers.train import checkpoints, data, divergence, export, priors, targets
 from nbhelpers.train.config import TEXT_TARGETS, TrainConfig
 
 KEY_STRIDE = 1_000_003  # separates the generator seeds of different runs' seeds
@@ -49,13 +49,41 @@ def train(config: TrainConfig) -> TrainResult:
     if start.kind == "finished":
         print(f"{config.output} already holds this finished run: returning it (nothing retrained).")
         return finished_result(config)
+    check_before_loading(config)
     instances = data.load_folder(config.data, config.resolution, instance_prompt=config.instance_prompt,
                                  use_captions=config.mode == "lora")
+    created = not Path(config.output).exists()
     try:
         with deterministic_on_cpu():
             return _train(config, start, instances)
+    except BaseException:
+        if created:
+            forget_empty_run(config.output)
+        raise
     finally:
         release_accelerate_state()
+
+
+def check_before_loading(config: TrainConfig) -> None:
+    """The cheap checks that used to fail only after the model had loaded: where results go, where class images
+    are cached, which layers the LoRA targets."""
+    from nbhelpers import persist
+
+    persist.check_writable(config.output, "output")
+    if config.prior_preservation:
+        persist.check_writable(class_root(config), "class_data")
+    if not config.full_finetune:
+        targets.check(config.target_modules)
+
+
+def forget_empty_run(output) -> None:
+    """A run that this call started in a new folder and that stopped before its first checkpoint leaves nothing
+    behind: its run.json would only block the next attempt ("holds another run")."""
+    import shutil
+
+    output = Path(output)
+    if output.is_dir() and not checkpoints.complete(output):
+        shutil.rmtree(output, ignore_errors=True)
 
 
 def launch(config: TrainConfig, num_processes: int | None = None) -> TrainResult:
@@ -118,11 +146,14 @@ def _train(config: TrainConfig, start, instances) -> TrainResult:
                   "seconds": round(STEP_CLOCK() - tick, 5)}
         if config.prior_preservation:
             record.update(instance=mean[1], prior=mean[2])
+        divergence.check_loss(config, step, mean[0], output)
         losses.append(record)
         bar.update(1)
         bar.set_postfix(loss=f"{mean[0]:.4f}")
         if step % config.checkpoint_every == 0 and step < config.steps:
-            checkpoints.save(accelerator, output, step, {"losses": losses}, config.keep_checkpoints)
+            divergence.check_weights(config, step, run.params, output)  # every checkpoint on disk is finite
+            checkpoints.save(accelerator, output, step, {"losses": losses, "settings": config.settings()},
+                             config.keep_checkpoints)
         if config.validation_every and step % config.validation_every == 0 and accelerator.is_main_process:
             validation_images(config, run.pipe, output / "validation" / f"step-{step:08d}.png", accelerator,
                               default_prompt=instances.prompts[0])
@@ -130,6 +161,7 @@ def _train(config: TrainConfig, start, instances) -> TrainResult:
             break
         tick = STEP_CLOCK()  # checkpoints and validation are not part of a step's time
     bar.close()
+    divergence.check_weights(config, step, run.params, output)  # nothing NaN is exported
 
     accelerator.wait_for_everyone()
     result = TrainResult(output, {}, losses, resumed_from, time.perf_counter() - began, config)
@@ -259,7 +291,7 @@ def class_images(config: TrainConfig, pipe, source: str, accelerator) -> data.Im
     from nbhelpers import loaders
     from nbhelpers.profiles import get_profile
 
-    root = Path(config.class_data) if config.class_data else Path(config.output).parent / "class_images"
+    root = class_root(config)
     spec = get_profile(config.profile).model("train_base")
     key = priors.model_key(loaders.resolve_source(spec) if spec.is_offline else source)
     folder = priors.class_folder(root, config.class_prompt, key, config.resolution, config.class_image_steps)
@@ -270,6 +302,10 @@ def class_images(config: TrainConfig, pipe, source: str, accelerator) -> data.Im
                                            steps=config.class_image_steps, progress=config.progress)
     accelerator.wait_for_everyone()
     return data.load_images(paths, config.resolution, config.class_prompt)
+
+
+def class_root(config: TrainConfig) -> Path:
+    return Path(config.class_data) if config.class_data else Path(config.output).parent / "class_images"
 
 
 def add_trainable_weights(config: TrainConfig, pipe) -> dict:
