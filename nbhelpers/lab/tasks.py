@@ -104,9 +104,10 @@ def recall(rng: random.Random, tokens: int, count_tokens, depth: float | None = 
     return Instance("recall", message, f" The passphrase is {word}.", {"word": word})
 
 
-def policy(rng: random.Random, want: str = "train", form: str | None = None) -> Instance:
-    """form "bare" (the request alone), "same" (the banned topic is asked for), "other"; None: 15/40/45%."""
-    topics = vocabulary()["topics"]
+def policy(rng: random.Random, want: str = "train", form: str | None = None, topics: list | None = None) -> Instance:
+    """form "bare" (the request alone), "same" (the banned topic is asked for), "other"; None: 15/40/45%.
+    `topics` replaces the vocabulary's (training uses made-up words too, so that the rule is learned, not a list)."""
+    topics = topics or vocabulary()["topics"]
     if form is None:
         draw = rng.random()
         form = "bare" if draw < 0.15 else "same" if draw < 0.55 else "other"

@@ -216,25 +216,39 @@ def recall_length(step: int, steps: int, rng: random.Random) -> int:
     return rng.randint(low, max(low, int(longest)))
 
 
+def short_item(rng: random.Random, made_up_topics: float) -> tasks.Instance:
+    """A short task example; policy examples use made-up topics with probability `made_up_topics`."""
+    task = rng.choice([t for t in tasks.TRAINING_TASKS if t != "recall"])
+    if made_up_topics and task == "policy" and rng.random() < made_up_topics:
+        topics = [tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9), rng.choice(tasks.vocabulary()["topics"])]
+        return tasks.policy(rng, topics=topics)
+    return tasks.make(task, rng)
+
+
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
-        corpus_batch: int = 4, eval_every: int = 0):
-    """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text."""
+        corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", made_up_topics: float = 0.0):
+    """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
+
+    phase "rules" continues a finished SFT: recall at every length from the start, and policy examples whose topics
+    are made-up words half of the time. After the first phase the model refused a banned topic only when it had
+    seen that very topic refused (held-out refusal 50%): it had learned a list. Made-up words leave the rule
+    (refuse when the asked topic is the banned one) as the only way to fit.
+    """
     import torch
     from tqdm.auto import tqdm
 
-    rng = random.Random(f"sft:{seed}")
+    rng = random.Random(f"{phase}:{seed}")
     count = tasks.token_counter(tokenizer)
     data = corpus_rows(tokenizer, seed + 1, 4000, 128)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, steps, steps // 20))
-    short_tasks = [t for t in tasks.TRAINING_TASKS if t != "recall"]
     model.train()
-    bar = tqdm(range(steps), desc="sft")
+    bar = tqdm(range(steps), desc=phase)
     for step in bar:
         short = [encode_example(tokenizer, item.message, item.reply)
-                 for item in (tasks.make(rng.choice(short_tasks), rng) for _ in range(short_batch))]
-        length = recall_length(step, steps, rng)
+                 for item in (short_item(rng, made_up_topics) for _ in range(short_batch))]
+        length = recall_length(steps if phase == "rules" else step, steps, rng)
         recall = [encode_example(tokenizer, item.message, item.reply)
                   for item in (tasks.recall(rng, length, count) for _ in range(max(1, recall_tokens // length)))]
         rows = data[torch.randint(len(data), (corpus_batch,), generator=generator)]
@@ -245,11 +259,11 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
                 + 0.5 * model(input_ids=repeated, labels=repeated).loss)
         optimizer_step(loss, optimizer, schedule, clip_params=model.parameters())
         if step % 25 == 0:
-            report(bar, f"sft (recall {length} tokens)", step, loss.item())
+            report(bar, f"{phase} (recall {length} tokens)", step, loss.item())
         if eval_every and step and step % eval_every == 0:
             model.eval()
             quick = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=8))
-            print(f"sft step {step} held-out {quick['rates']}", flush=True)
+            print(f"{phase} step {step} held-out {quick['rates']}", flush=True)
             model.train()
     return model.eval()
 
@@ -320,11 +334,14 @@ Direct Preference Optimization. It is the `tiny` profile's chat model; `data/lab
 3. SFT: {a["sft_steps"]} steps, loss on reply tokens only; each step 24 short task examples, recall messages
    (about 3,000 tokens a step) whose longest length grows from 64 to 1,100 tokens over the first 60% of the steps,
    4 rows of corpus text and 4 of random repeats; AdamW, learning rate {a["lr"]} with warm-up and cosine decay;
+   then {a["rules_steps"]} more steps (learning rate {a["rules_lr"]}) with recall at every length and, in half of the
+   policy examples, made-up topics: after the first part the model refused only topics it had seen refused;
 4. DPO: {a["dpo_steps"]} steps of `trl.DPOTrainer` (batch 16, beta 0.1, learning rate {a["dpo_lr"]}) on pairs of the
    reference reply and a typical mistake (`nbhelpers.instruct.preference_pairs`); final reward margin
    {margins[-1]:.2f}.
 
-Time on two CPU cores: {log["seconds"].get("base", 0) / 60:.1f} min pretraining, {log["seconds"].get("sft", 0) / 60:.1f} min SFT,
+Time on two CPU cores: {log["seconds"].get("base", 0) / 60:.1f} min pretraining,
+{(log["seconds"].get("sft", 0) + log["seconds"].get("rules", 0)) / 60:.1f} min SFT,
 {log["seconds"].get("dpo", 0) / 60:.1f} min DPO, {log["seconds"]["total"] / 60:.1f} min in all with the evaluations.
 
 ## Held-out scores per stage
@@ -351,6 +368,8 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=900)
     parser.add_argument("--sft-steps", type=int, default=2500)
+    parser.add_argument("--rules-steps", type=int, default=400)
+    parser.add_argument("--rules-lr", type=float, default=5e-4)
     parser.add_argument("--dpo-steps", type=int, default=120)
     parser.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
@@ -358,7 +377,7 @@ def main(argv=None):
     parser.add_argument("--eval-per-task", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=0, help="quick held-out scores during SFT (0: never)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stages", default="base,sft,dpo")
+    parser.add_argument("--stages", default="base,sft,rules,dpo")
     args = parser.parse_args(argv)
 
     import torch
@@ -380,6 +399,13 @@ def main(argv=None):
         model = sft(model, tokenizer, args.seed, args.sft_steps, args.lr, eval_every=args.eval_every)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["sft"] = round(time.time() - mark, 1)
+    if "rules" in stages:
+        model, tokenizer = load(folders["sft"])
+        mark = time.time()
+        model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, eval_every=args.eval_every,
+                    phase="rules", made_up_topics=0.5)
+        save(model, tokenizer, folders["sft"])
+        log["seconds"]["rules"] = round(time.time() - mark, 1)
     if "dpo" in stages:
         from nbhelpers import instruct
 
