@@ -109,7 +109,7 @@ PROFILES = {
             # The lab MoE knows the lab task forms (nbhelpers.lab.tasks) and was trained greedy.
             "chat": {"max_new_tokens": 32, "context_tokens": 1024, "temperature": 0.0, "top_p": 0.9,
                      **LAB_CHAT_EXAMPLES},
-            "instruct": {"sft_steps": 40, "dpo_steps": 30, "sft_learning_rate": 1e-3, "dpo_learning_rate": 1e-4,
+            "instruct": {"sft_steps": 60, "dpo_steps": 30, "sft_learning_rate": 3e-3, "dpo_learning_rate": 1e-4,
                          "beta": 0.1, "lora_rank": 0, "eval_per_task": 4},
             # The lab SD knows one kind of caption; guidance 4 is where its colours are most accurate.
             "txt2img": {"width": 64, "height": 64, "steps": 10, "guidance_scale": 4.0, "num_images": 4,
