@@ -67,8 +67,10 @@ def parser() -> argparse.ArgumentParser:
     add_train_parser(verbs)
     from nbhelpers.plan.cli import add_parser as add_plan_parser
     from nbhelpers.bench.cli import add_parser as add_bench_parser
+    from nbhelpers.serve.cli import add_parser as add_serve_parser
     add_plan_parser(verbs)
     add_bench_parser(verbs)
+    add_serve_parser(verbs)
     return top
 
 
