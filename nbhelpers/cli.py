@@ -13,7 +13,7 @@ from nbhelpers.checks import ParameterError
 def _doctor(args) -> int:
     from nbhelpers import env
 
-    report = env.doctor()
+    report = env.doctor(check_access=args.check_access)
     print(report.json() if args.json else report.text())
     return 0
 
@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
 
     doctor = verbs.add_parser("doctor", help="runtime, GPU, memory, disk, versions and known problems")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--check-access", action="store_true",
+                        help="ask the Hub whether your token may download the gated default models (network)")
     doctor.set_defaults(handler=_doctor)
 
     run = verbs.add_parser("run", help="execute notebooks with papermill and write report.md/report.html")
