@@ -39,8 +39,12 @@ def transformers_server(profile: Profile | str = "tiny", host: str = "127.0.0.1"
 
 
 def start(profile: Profile | str = "tiny", host: str = "127.0.0.1", port: int = 0,
-          continuous_batching: bool | None = None, log_path=None, timeout: float = 300) -> Server:
-    """Start the profile's chat model behind `transformers serve` and return once `/v1/models` answers."""
+          continuous_batching: bool | None = None, log_path=None, timeout: float | None = None) -> Server:
+    """Start the profile's chat model behind `transformers serve` and return once `/v1/models` answers
+    (`timeout` None: 5 minutes for a local model, 30 for one the server first downloads)."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    if timeout is None:
+        timeout = 300 if profile.model("chat").is_offline else 1800
     return transformers_server(profile, host, port, continuous_batching, log_path).start(timeout)
 
 

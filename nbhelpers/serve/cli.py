@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 
 from nbhelpers.checks import ParameterError
@@ -17,6 +18,10 @@ def _vllm_settings(args, profile):
     gpus = args.gpus or (found["count"] if found and args.nodes == 1 else settings["gpus"]) or 1
     gpu = args.gpu or settings["gpu"] or "t4"
     return vllm_engine.plan(args.model or settings["vllm_model"], gpu, gpus, args.nodes)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _serve(args) -> int:
@@ -55,9 +60,14 @@ def _serve(args) -> int:
         server = serve.transformers_server(profile, args.host, args.port, args.continuous_batching,
                                            log_path=serve.default_log())
         timeout = 600
+    # Ctrl-C and SIGTERM both stop the server in order. Set explicitly: a process started in the background by a
+    # shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"starting {engine} ({profile.name}): {shlex.join(server.command)}", flush=True)
     try:
         server.start(timeout)
+        print(f"server process {server.process.pid}", flush=True)
         print(f"serving {server.model} at {server.url}  (OpenAI-compatible; Ctrl-C stops it)", flush=True)
         server.process.wait()
         print(f"the server exited with code {server.process.returncode}{server.log_tail()}", file=sys.stderr)

@@ -20,6 +20,8 @@ def check_free(host: str, port: int) -> int:
     if port == 0:
         return free_port(host)
     with socket.socket() as probe:
+        # as uvicorn binds: connections of a server stopped a moment ago (TIME_WAIT) do not make the port busy
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
