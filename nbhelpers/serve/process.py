@@ -30,6 +30,7 @@ class Server:
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
         self._log = None
+        self._model: str | None = None
 
     @property
     def url(self) -> str:
@@ -61,7 +62,7 @@ class Server:
                 raise ServerError(f"the server exited with code {self.process.returncode} before answering"
                                   f"{self.log_tail()}")
             try:
-                self.models()
+                self._model = self.models()[0]
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
                 time.sleep(0.25)
@@ -70,8 +71,8 @@ class Server:
 
     @property
     def model(self) -> str:
-        """The id of the (first) model the server lists: what requests name in `model=`."""
-        return self.models()[0]
+        """The id of the (first) model the server listed when it came up: what requests name in `model=`."""
+        return self._model
 
     def log_tail(self, lines: int = 15) -> str:
         if not self.log_path or not self.log_path.exists():
