@@ -54,7 +54,7 @@ def _serve(args) -> int:
         timeout = 1800  # downloading and loading tens of GB
     else:
         if args.print_command:
-            port = args.port or 8000
+            port = args.port or ports.free_port(args.host)  # a concrete port, so the command can be run as printed
             print(shlex.join(transformers_engine.command(profile, args.host, port, args.continuous_batching)))
             return 0
         server = serve.transformers_server(profile, args.host, args.port, args.continuous_batching,
