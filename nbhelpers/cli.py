@@ -18,7 +18,7 @@ INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C (128 +
 def _doctor(args) -> int:
     from nbhelpers import env
 
-    report = env.doctor()
+    report = env.doctor(check_access=args.check_access)
     print(report.json() if args.json else report.text())
     return 0
 
@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
 
     doctor = verbs.add_parser("doctor", help="runtime, GPU, memory, disk, versions and known problems")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--check-access", action="store_true",
+                        help="ask the Hub whether your token may download the gated default models (network)")
     doctor.set_defaults(handler=_doctor)
 
     run = verbs.add_parser("run", help="execute notebooks with papermill and write report.md/report.html")
@@ -75,8 +77,10 @@ def parser() -> argparse.ArgumentParser:
     add_train_parser(verbs)
     from nbhelpers.plan.cli import add_parser as add_plan_parser
     from nbhelpers.bench.cli import add_parser as add_bench_parser
+    from nbhelpers.serve.cli import add_parser as add_serve_parser
     add_plan_parser(verbs)
     add_bench_parser(verbs)
+    add_serve_parser(verbs)
     return top
 
 

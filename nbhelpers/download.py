@@ -32,8 +32,11 @@ def prepare(profile: Profile, tasks=None) -> dict[str, str]:
             else:
                 from huggingface_hub import snapshot_download
 
+                from nbhelpers.access import hub_access
+
                 print(f"downloading {spec.source} ({spec.variant or 'default'} weights)")
-                done[key] = snapshot_download(spec.source, allow_patterns=allow_patterns(spec.variant),
-                                              ignore_patterns=NEVER, token=env.hf_token())
+                with hub_access(spec.source):
+                    done[key] = snapshot_download(spec.source, allow_patterns=allow_patterns(spec.variant),
+                                                  ignore_patterns=NEVER, token=env.hf_token())
         folders[task] = str(done[key])
     return folders

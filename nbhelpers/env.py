@@ -227,6 +227,16 @@ def find_problems(facts: dict) -> list[tuple[str, str, str]]:
         problems.append(("warning", f"Only {gpu_info['free_gb']} GiB of VRAM free: another notebook or a crashed run "
                                     "still holds GPU memory.",
                          "Free it (del pipe; gc.collect(); torch.cuda.empty_cache()) or restart the runtime."))
+    if not facts["hf_token"] and facts.get("auto_profile") not in (None, "tiny"):
+        from nbhelpers.access import gated_models, page
+
+        problems.append(("warning", "No Hugging Face token: the Hub will refuse the gated models "
+                                    + ", ".join(gated_models()) + " (01b, 06, 09).",
+                         "Accept each licence while logged in (" + ", ".join(page(m) for m in gated_models())
+                         + "), create a read token, and on Colab add it as the secret HF_TOKEN (key icon in the "
+                           "left bar); elsewhere export HF_TOKEN. Then: nbhelpers doctor --check-access"))
+    for model, message in facts.get("hub_refused", []):
+        problems.append(("error", message.splitlines()[0], " ".join(line.strip() for line in message.splitlines()[1:])))
     for name, (low, high) in TESTED_RANGES.items():
         version = facts["versions"].get(name)
         if version and not (_version_tuple(low) <= _version_tuple(version) < _version_tuple(high)):
@@ -267,6 +277,11 @@ def collect(path: str | os.PathLike | None = None) -> dict:
     }
 
 
-def doctor(path: str | os.PathLike | None = None) -> Report:
+def doctor(path: str | os.PathLike | None = None, check_access: bool = False) -> Report:
+    """`check_access` also asks the Hub whether this token may download each gated default model (network)."""
     facts = collect(path)
+    if check_access:
+        from nbhelpers.access import check_access as refused
+
+        facts["hub_refused"] = refused()
     return Report(facts, find_problems(facts))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from nbhelpers import checks, persist
+from nbhelpers.access import hub_access
 from nbhelpers.profiles import CHAT_TASKS, LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
 
 
@@ -65,8 +66,8 @@ def load_chat(profile: Profile | str = "auto", task: str = "chat"):
     device = device_for(profile)
     import transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    with quiet_loading(transformers):
+    with hub_access(spec.source), quiet_loading(transformers):  # gated or no token: one clear message
+        tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
             device_map=device if device == "cuda" else None,
@@ -93,7 +94,7 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
     import diffusers
     import transformers
 
-    with quiet_loading(diffusers, transformers):
+    with hub_access(spec.source), quiet_loading(diffusers, transformers):
         pipe = pipeline_class.from_pretrained(resolve_source(spec), **options)
     if spec.offload == "model" and device == "cuda":
         pipe.enable_model_cpu_offload()
@@ -111,4 +112,5 @@ def load_hub_pipeline(model_id: str, **options):
     from diffusers import DiffusionPipeline
 
     options["use_safetensors"] = True
-    return DiffusionPipeline.from_pretrained(model_id, **options)
+    with hub_access(model_id):
+        return DiffusionPipeline.from_pretrained(model_id, **options)

@@ -1,5 +1,7 @@
 """Where the shipped data lives: inside the wheel (nbhelpers/_data) or beside the package in a checkout."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -14,3 +16,9 @@ def data_dir() -> Path:
 
 def notebooks_dir() -> Path:
     return _PACKAGE.parent / "notebooks"
+
+
+def source_checkout() -> Path | None:
+    """The repository folder when nbhelpers runs from a source checkout, else None (an installed wheel)."""
+    root = _PACKAGE.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "nbhelpers").is_dir() else None

@@ -127,6 +127,11 @@ PROFILES = {
                       "full_finetune_learning_rate": 1e-4, "num_class_images": 8, "prior_loss_weight": 1.0,
                       "class_image_steps": 10, "checkpoint_every": 20, "keep_checkpoints": 2,
                       "validation_every": 0},
+            # nbhelpers serve: continuous batching with a small paged KV cache (64 pages of 256 tokens, 64 MiB
+            # for the lab model) instead of one sized from the machine's free memory (gigabytes on a CPU)
+            "serve": {"engine": "transformers", "continuous_batching": True, "cb_num_blocks": 64,
+                      "cb_max_batch_tokens": 1024, "max_tokens": 24, "gpu": None, "gpus": 0,
+                      "vllm_model": "mixtral-8x7b-instruct"},
         },
     ),
     "t4": Profile(
@@ -165,6 +170,10 @@ PROFILES = {
                       "full_finetune_learning_rate": 5e-6, "num_class_images": 100, "prior_loss_weight": 1.0,
                       "class_image_steps": 25, "checkpoint_every": 100, "keep_checkpoints": 3,
                       "validation_every": 200},
+            # vLLM: two T4s as on Kaggle (a GPU found here overrides the count); Mixtral needs its AWQ build there
+            "serve": {"engine": "transformers", "continuous_batching": True, "cb_num_blocks": None,
+                      "cb_max_batch_tokens": None, "max_tokens": 256, "gpu": "t4", "gpus": 2,
+                      "vllm_model": "mixtral-8x7b-instruct"},
         },
     ),
     "large": Profile(
@@ -202,6 +211,9 @@ PROFILES = {
                       "full_finetune_learning_rate": 5e-6, "num_class_images": 200, "prior_loss_weight": 1.0,
                       "class_image_steps": 25, "checkpoint_every": 200, "keep_checkpoints": 3,
                       "validation_every": 200},
+            "serve": {"engine": "vllm", "continuous_batching": True, "cb_num_blocks": None,
+                      "cb_max_batch_tokens": None, "max_tokens": 512, "gpu": "a100-80", "gpus": 2,
+                      "vllm_model": "mixtral-8x7b-instruct"},
         },
     ),
 }

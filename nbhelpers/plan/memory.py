@@ -38,7 +38,9 @@ from nbhelpers.plan import configs
 
 GIB = 2**30
 DTYPE_BITS = {"fp32": 32, "fp16": 16, "bf16": 16}
-QUANT_BITS = {"int8": 8, "nf4": 4.5, "hqq4": 4.25, "hqq2": 3.0}
+# awq4: AutoAWQ 4-bit, groups of 128 with an fp16 scale and a 4-bit zero each (4 + 20/128 bits), what the
+# pre-quantized checkpoints vLLM serves use (nbhelpers.serve.vllm_engine)
+QUANT_BITS = {"int8": 8, "nf4": 4.5, "hqq4": 4.25, "hqq2": 3.0, "awq4": 4 + 20 / 128}
 
 K_DENOISER = 3.9
 K_VAE_BATCH = 2.66

@@ -126,8 +126,13 @@ class _Reader:
             return None
         from huggingface_hub import hf_hub_download
 
+        from nbhelpers.access import HubAccessError, hub_access
+
         try:
-            return Path(hf_hub_download(self.source, name, token=self.token, local_dir=self._downloads()))
+            with hub_access(self.source):  # Mixtral-Instruct is gated: say how to get access, even for optional files
+                return Path(hf_hub_download(self.source, name, token=self.token, local_dir=self._downloads()))
+        except HubAccessError:
+            raise
         except Exception:
             if required:
                 raise
