@@ -6,7 +6,6 @@ import random
 import re
 import signal
 import socket
-import string
 import subprocess
 import sys
 import urllib.error
