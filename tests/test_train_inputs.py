@@ -11,26 +11,47 @@ from nbhelpers.train import TrainConfig, checkpoints, cli, data, priors, shipped
 
 
 def test_prior_preservation_loss_matches_a_hand_computation():
-    pred = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, 3.0], [1.0, -1.0]])
-    target = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 1.0], [0.0, 0.0]])
-    # per-example MSE: (1+4)/2=2.5, (1+1)/2=1, (0+4)/2=2, (1+1)/2=1; instance half mean 1.75, class half 1.5
-    loss, instance, prior = priors.prior_preservation_loss(pred, target, prior_loss_weight=0.5)
+    errors = torch.tensor([2.5, 1.0, 2.0, 1.0])  # instance half mean 1.75, class half 1.5
+    loss, instance, prior = priors.split_prior_loss(errors, prior_loss_weight=0.5)
     assert instance.item() == pytest.approx(1.75) and prior.item() == pytest.approx(1.5)
     assert loss.item() == pytest.approx(1.75 + 0.5 * 1.5)
-    weighted, _, _ = priors.prior_preservation_loss(pred, target, 1.0, weights=torch.tensor([2.0, 0.0, 1.0, 1.0]))
-    assert weighted.item() == pytest.approx((2 * 2.5 + 0) / 2 + (2 + 1) / 2)
+
+
+def test_denoising_loss_is_the_weighted_squared_error_of_the_noise_prediction():
+    from types import SimpleNamespace
+
+    from nbhelpers.train.objective import denoising_loss
+
+    class Scheduler:  # noisy = latents + noise, whatever the timestep
+        config = SimpleNamespace(prediction_type="epsilon")
+        alphas_cumprod = torch.tensor([0.9, 0.5])
+
+        def add_noise(self, latents, noise, timesteps):
+            return latents + noise
+
+    def unet(noisy, timesteps, states):  # predicts the noisy input itself
+        return SimpleNamespace(sample=noisy)
+
+    latents, noise = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
+    timesteps = torch.tensor([0, 1])
+    assert torch.equal(denoising_loss(unet, latents, None, noise, timesteps, Scheduler()), torch.ones(2))
+    weighted = denoising_loss(unet, latents, None, noise, timesteps, Scheduler(), snr_gamma=5.0)
+    assert torch.allclose(weighted, torch.tensor([5 / 9, 1.0]))  # SNR 9 is capped at 5; SNR 1 keeps weight 1
 
 
 def test_min_snr_weights_match_a_hand_computation():
     from types import SimpleNamespace
 
-    from nbhelpers.train.loop import min_snr_weights
+    from nbhelpers.train.objective import min_snr_weights
 
-    scheduler = SimpleNamespace(alphas_cumprod=torch.tensor([0.9, 0.5, 0.1]))
+    def scheduler(prediction_type):
+        return SimpleNamespace(alphas_cumprod=torch.tensor([0.9, 0.5, 0.1]),
+                               config=SimpleNamespace(prediction_type=prediction_type))
+
     snr = torch.tensor([9.0, 1.0, 1 / 9])  # alpha / (1 - alpha)
-    weights = min_snr_weights(scheduler, torch.tensor([0, 1, 2]), 5.0, "epsilon")
+    weights = min_snr_weights(scheduler("epsilon"), torch.tensor([0, 1, 2]), 5.0)
     assert torch.allclose(weights, torch.minimum(snr, torch.tensor(5.0)) / snr)  # 5/9, 1, 1
-    assert torch.allclose(min_snr_weights(scheduler, torch.tensor([0]), 5.0, "v_prediction"), torch.tensor([0.5]))
+    assert torch.allclose(min_snr_weights(scheduler("v_prediction"), torch.tensor([0]), 5.0), torch.tensor([0.5]))
 
 
 def test_odd_images_become_square_rgb_at_the_training_size(tmp_path):

@@ -48,6 +48,33 @@ def reference(tmp_path_factory):
     return train(_lora(tmp_path_factory.mktemp("ref") / "run"))
 
 
+def test_the_lesson_loss_is_the_loss_the_trainer_steps_on(tmp_path):
+    """Notebook 04 prints objective.denoising_loss as "the training step": fed the batch's own latents, noise and
+    timesteps by hand, it gives exactly the loss the trainer's train_step reports for that batch."""
+    from nbhelpers.train import data, loop
+    from nbhelpers.train.objective import denoising_loss
+
+    config = _lora(tmp_path / "run", snr_gamma=5.0).resolved()
+    instances = data.load_folder(config.data, config.resolution)
+    with loop.deterministic_on_cpu():
+        try:
+            run = loop.start_run(config, loop.make_accelerator(config), instances)
+            batch = next(iter(run.loader))
+            vae_eps, noise, timesteps = loop.example_randomness(batch["keys"], run.latent_shape, 1000, config.seed)
+            latents = loop.latents_of(batch["images"], run.pipe.vae, vae_eps, cached=False)
+            with torch.no_grad():
+                states = run.pipe.text_encoder(run.pipe.tokenizer(
+                    batch["prompts"], padding="max_length", max_length=run.pipe.tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids)[0]
+                by_hand = denoising_loss(run.models["unet"], latents, states, noise, timesteps, run.noise_scheduler,
+                                         snr_gamma=5.0).mean().item()
+            trainer_loss = loop.train_step(run, batch)[0]
+        finally:
+            loop.release_accelerate_state()
+    assert len(set(timesteps.tolist())) == 2  # two different noise levels in the batch, so weighting matters
+    assert by_hand == pytest.approx(trainer_loss, rel=1e-5)
+
+
 def test_the_lora_loads_in_plain_diffusers_and_changes_the_output(reference):
     from diffusers import StableDiffusionPipeline
 
