@@ -78,7 +78,7 @@ def test_the_stream_does_not_depend_on_how_it_is_read():
 
 def test_the_shipped_datasets_are_complete():
     lora = data.load_folder(shipped_data("lora"), 64)
-    assert len(lora.images) == 8 and all("stripes" in p for p in lora.prompts)
+    assert len(lora.images) == 13 and all("stripes" in p for p in lora.prompts)
     subject = data.load_folder(shipped_data("dreambooth"), 64, instance_prompt="a sks shape", use_captions=False)
     assert len(subject.images) == 5
 

@@ -52,7 +52,7 @@ class TrainConfig:
     mixed_precision: str | None = None
     gradient_checkpointing: bool | None = None
     use_8bit_adam: bool | None = None
-    snr_gamma: float | None = None  # min-SNR weighting (Hang et al. 2023); 5.0 is the paper's value; None = off
+    snr_gamma: float | None = None  # min-SNR weighting (Hang et al. 2023; 5.0 in the paper); None: the profile's
     cache_latents: bool | None = None
     instance_prompt: str | None = None  # LoRA: the caption of images without a .txt; DreamBooth: every image's
     class_prompt: str | None = None  # DreamBooth: turns on prior preservation
