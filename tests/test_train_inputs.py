@@ -166,7 +166,7 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path, no_model):
     with pytest.raises(ParameterError, match="holds a run already"):
         train(_config(tmp_path))  # same settings, no --resume
     with pytest.raises(ParameterError, match="another run .different rank"):
-        train(_config(tmp_path, rank=8, resume="latest"))
+        train(_config(tmp_path, rank=16, resume="latest"))
 
 
 def test_resume_latest_without_a_checkpoint_says_so(tmp_path, no_model):
