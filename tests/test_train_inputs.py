@@ -204,3 +204,13 @@ def test_the_cli_names_a_default_output_after_the_settings(tmp_path, local_runti
     other = cli.config_from(parser.parse_args(args[:-1] + ["2"]))
     assert first.output == again.output != other.output
     assert first.output.startswith(str(tmp_path / "outputs" / "train" / "lora-")) and first.rank == 8
+
+
+def test_dreambooth_has_its_own_lora_settings_under_tiny():
+    """tiny's LoRA defaults are tuned for 04's style (rank 8, min-SNR); with them 05's subject was never learned."""
+    lora = TrainConfig(mode="lora", data="d", output="o", profile="tiny").resolved()
+    subject = TrainConfig(mode="dreambooth", data="d", output="o", profile="tiny", instance_prompt="a sks shape")
+    subject = subject.resolved()
+    assert (lora.rank, lora.snr_gamma) == (8, 5.0) and (subject.rank, subject.snr_gamma) == (4, None)
+    assert TrainConfig(mode="dreambooth", data="d", output="o", profile="tiny", instance_prompt="a sks shape",
+                       rank=2, snr_gamma=3.0).resolved().rank == 2  # what you set wins
