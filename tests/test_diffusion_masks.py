@@ -58,3 +58,16 @@ def test_outpaint_canvas():
 def test_fit_makes_multiples_of_eight():
     assert fit(Image.new("RGB", (1000, 750)), 512).size == (512, 384)
     assert fit(Image.new("RGB", (30, 30)), 64).size == (64, 64)
+
+
+def test_region_change_measures_inside_and_outside_the_mask():
+    original = Image.new("RGB", (64, 64), (100, 100, 100))
+    mask = masks.shape((64, 64), (0, 0, 32, 64))  # the left half is repainted
+    returned = Image.new("RGB", (64, 64), (104, 100, 100))  # what a VAE round trip does: everything shifts a bit
+    returned.paste((255, 100, 100), (0, 0, 32, 64))
+    raw = masks.region_change(returned, original, mask)
+    assert raw["masked_change"] == pytest.approx(155 / 3 / 255, abs=1e-3)
+    assert raw["unmasked_change"] == pytest.approx(4 / 3 / 255, abs=1e-3) and not raw["unmasked_identical"]
+    pasted = masks.region_change(masks.composite(returned, original, mask), original, mask)
+    assert pasted["unmasked_change"] == 0.0 and pasted["unmasked_identical"]
+    assert pasted["masked_change"] == raw["masked_change"]

@@ -48,3 +48,13 @@ def test_corpus_chats_use_the_mixtral_format():
 def test_corpus_rejects_unknown_kinds():
     with pytest.raises(ParameterError):
         corpus.documents(3, kinds=("klingon",))
+
+
+def test_lab_captions_are_parsed_and_other_prompts_are_not_scored():
+    assert shapes.parse_caption("A red circle with stripes on a gray background") == shapes.ShapeSpec("red", "circle",
+                                                                                                      "gray")
+    assert shapes.parse_caption("a lighthouse on a cliff at dusk") is None
+    spec = shapes.ShapeSpec("green", "star")
+    images = [shapes.draw(spec), shapes.draw(shapes.ShapeSpec("green", "circle"))]
+    assert checker.score_prompt(images, shapes.caption(spec))["both"] == 0.5
+    assert checker.score_prompt(images, "a photo of a cat") is None

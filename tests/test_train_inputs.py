@@ -11,26 +11,47 @@ from nbhelpers.train import TrainConfig, checkpoints, cli, data, priors, shipped
 
 
 def test_prior_preservation_loss_matches_a_hand_computation():
-    pred = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, 3.0], [1.0, -1.0]])
-    target = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 1.0], [0.0, 0.0]])
-    # per-example MSE: (1+4)/2=2.5, (1+1)/2=1, (0+4)/2=2, (1+1)/2=1; instance half mean 1.75, class half 1.5
-    loss, instance, prior = priors.prior_preservation_loss(pred, target, prior_loss_weight=0.5)
+    errors = torch.tensor([2.5, 1.0, 2.0, 1.0])  # instance half mean 1.75, class half 1.5
+    loss, instance, prior = priors.split_prior_loss(errors, prior_loss_weight=0.5)
     assert instance.item() == pytest.approx(1.75) and prior.item() == pytest.approx(1.5)
     assert loss.item() == pytest.approx(1.75 + 0.5 * 1.5)
-    weighted, _, _ = priors.prior_preservation_loss(pred, target, 1.0, weights=torch.tensor([2.0, 0.0, 1.0, 1.0]))
-    assert weighted.item() == pytest.approx((2 * 2.5 + 0) / 2 + (2 + 1) / 2)
+
+
+def test_denoising_loss_is_the_weighted_squared_error_of_the_noise_prediction():
+    from types import SimpleNamespace
+
+    from nbhelpers.train.objective import denoising_loss
+
+    class Scheduler:  # noisy = latents + noise, whatever the timestep
+        config = SimpleNamespace(prediction_type="epsilon")
+        alphas_cumprod = torch.tensor([0.9, 0.5])
+
+        def add_noise(self, latents, noise, timesteps):
+            return latents + noise
+
+    def unet(noisy, timesteps, states):  # predicts the noisy input itself
+        return SimpleNamespace(sample=noisy)
+
+    latents, noise = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
+    timesteps = torch.tensor([0, 1])
+    assert torch.equal(denoising_loss(unet, latents, None, noise, timesteps, Scheduler()), torch.ones(2))
+    weighted = denoising_loss(unet, latents, None, noise, timesteps, Scheduler(), snr_gamma=5.0)
+    assert torch.allclose(weighted, torch.tensor([5 / 9, 1.0]))  # SNR 9 is capped at 5; SNR 1 keeps weight 1
 
 
 def test_min_snr_weights_match_a_hand_computation():
     from types import SimpleNamespace
 
-    from nbhelpers.train.loop import min_snr_weights
+    from nbhelpers.train.objective import min_snr_weights
 
-    scheduler = SimpleNamespace(alphas_cumprod=torch.tensor([0.9, 0.5, 0.1]))
+    def scheduler(prediction_type):
+        return SimpleNamespace(alphas_cumprod=torch.tensor([0.9, 0.5, 0.1]),
+                               config=SimpleNamespace(prediction_type=prediction_type))
+
     snr = torch.tensor([9.0, 1.0, 1 / 9])  # alpha / (1 - alpha)
-    weights = min_snr_weights(scheduler, torch.tensor([0, 1, 2]), 5.0, "epsilon")
+    weights = min_snr_weights(scheduler("epsilon"), torch.tensor([0, 1, 2]), 5.0)
     assert torch.allclose(weights, torch.minimum(snr, torch.tensor(5.0)) / snr)  # 5/9, 1, 1
-    assert torch.allclose(min_snr_weights(scheduler, torch.tensor([0]), 5.0, "v_prediction"), torch.tensor([0.5]))
+    assert torch.allclose(min_snr_weights(scheduler("v_prediction"), torch.tensor([0]), 5.0), torch.tensor([0.5]))
 
 
 def test_odd_images_become_square_rgb_at_the_training_size(tmp_path):
@@ -57,7 +78,7 @@ def test_the_stream_does_not_depend_on_how_it_is_read():
 
 def test_the_shipped_datasets_are_complete():
     lora = data.load_folder(shipped_data("lora"), 64)
-    assert len(lora.images) == 8 and all("stripes" in p for p in lora.prompts)
+    assert len(lora.images) == 13 and all("stripes" in p for p in lora.prompts)
     subject = data.load_folder(shipped_data("dreambooth"), 64, instance_prompt="a sks shape", use_captions=False)
     assert len(subject.images) == 5
 
@@ -145,7 +166,7 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path, no_model):
     with pytest.raises(ParameterError, match="holds a run already"):
         train(_config(tmp_path))  # same settings, no --resume
     with pytest.raises(ParameterError, match="another run .different rank"):
-        train(_config(tmp_path, rank=8, resume="latest"))
+        train(_config(tmp_path, rank=16, resume="latest"))
 
 
 def test_resume_latest_without_a_checkpoint_says_so(tmp_path, no_model):
@@ -183,3 +204,13 @@ def test_the_cli_names_a_default_output_after_the_settings(tmp_path, local_runti
     other = cli.config_from(parser.parse_args(args[:-1] + ["2"]))
     assert first.output == again.output != other.output
     assert first.output.startswith(str(tmp_path / "outputs" / "train" / "lora-")) and first.rank == 8
+
+
+def test_dreambooth_has_its_own_lora_settings_under_tiny():
+    """tiny's LoRA defaults are tuned for 04's style (rank 8, min-SNR); with them 05's subject was never learned."""
+    lora = TrainConfig(mode="lora", data="d", output="o", profile="tiny").resolved()
+    subject = TrainConfig(mode="dreambooth", data="d", output="o", profile="tiny", instance_prompt="a sks shape")
+    subject = subject.resolved()
+    assert (lora.rank, lora.snr_gamma) == (8, 5.0) and (subject.rank, subject.snr_gamma) == (4, None)
+    assert TrainConfig(mode="dreambooth", data="d", output="o", profile="tiny", instance_prompt="a sks shape",
+                       rank=2, snr_gamma=3.0).resolved().rank == 2  # what you set wins

@@ -48,6 +48,33 @@ def reference(tmp_path_factory):
     return train(_lora(tmp_path_factory.mktemp("ref") / "run"))
 
 
+def test_the_lesson_loss_is_the_loss_the_trainer_steps_on(tmp_path):
+    """Notebook 04 prints objective.denoising_loss as "the training step": fed the batch's own latents, noise and
+    timesteps by hand, it gives exactly the loss the trainer's train_step reports for that batch."""
+    from nbhelpers.train import data, loop
+    from nbhelpers.train.objective import denoising_loss
+
+    config = _lora(tmp_path / "run", snr_gamma=5.0).resolved()
+    instances = data.load_folder(config.data, config.resolution)
+    with loop.deterministic_on_cpu():
+        try:
+            run = loop.start_run(config, loop.make_accelerator(config), instances)
+            batch = next(iter(run.loader))
+            vae_eps, noise, timesteps = loop.example_randomness(batch["keys"], run.latent_shape, 1000, config.seed)
+            latents = loop.latents_of(batch["images"], run.pipe.vae, vae_eps, cached=False)
+            with torch.no_grad():
+                states = run.pipe.text_encoder(run.pipe.tokenizer(
+                    batch["prompts"], padding="max_length", max_length=run.pipe.tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids)[0]
+                by_hand = denoising_loss(run.models["unet"], latents, states, noise, timesteps, run.noise_scheduler,
+                                         snr_gamma=5.0).mean().item()
+            trainer_loss = loop.train_step(run, batch)[0]
+        finally:
+            loop.release_accelerate_state()
+    assert len(set(timesteps.tolist())) == 2  # two different noise levels in the batch, so weighting matters
+    assert by_hand == pytest.approx(trainer_loss, rel=1e-5)
+
+
 def test_the_lora_loads_in_plain_diffusers_and_changes_the_output(reference):
     from diffusers import StableDiffusionPipeline
 
@@ -73,7 +100,8 @@ def test_the_kohya_export_has_the_expected_key_names(reference):
     assert all(k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
                for k in kohya)
     assert len(kohya) == len(peft) // 2 * 3  # down, up and alpha per module
-    assert kohya[f"{name}.alpha"].item() == 4 and kohya[f"{name}.lora_down.weight"].shape[0] == 4
+    rank, alpha = reference.config.rank, reference.config.lora_alpha  # the tiny profile's (8 and 8)
+    assert kohya[f"{name}.alpha"].item() == alpha and kohya[f"{name}.lora_down.weight"].shape[0] == rank
 
 
 def test_the_kohya_file_draws_like_the_diffusers_file(reference):
@@ -93,7 +121,7 @@ def test_the_kohya_file_draws_like_the_diffusers_file(reference):
 
 def test_the_model_card_and_run_record(reference):
     card = (reference.output / "README.md").read_text()
-    assert card.startswith(f"---\nbase_model: {PROFILES['tiny'].model('train_base').source}") and "| rank | 4 |" in card and "load_lora_weights" in card
+    assert card.startswith(f"---\nbase_model: {PROFILES['tiny'].model('train_base').source}") and f"| rank | {reference.config.rank} |" in card and "load_lora_weights" in card
     record = checkpoints.read_run(reference.output)
     assert record["finished"] and record["settings"]["steps"] == 4
     assert [c.name for c in checkpoints.complete(reference.output)] == ["step-00000002"]
@@ -176,7 +204,9 @@ def test_dreambooth_with_prior_preservation_caches_its_class_images(tmp_path):
 
 def test_gradient_accumulation_matches_the_same_global_batch(reference, tmp_path):
     accumulated = train(_lora(tmp_path / "accum", batch_size=1, gradient_accumulation=2))
-    assert _max_diff(_weights(accumulated.output), _weights(reference.output)) < 1e-5
+    # Summing two halves rounds differently from one batch; Adam turns that into weight differences that scale with
+    # the learning rate (measured 0.5% of one step's size at the tiny profile's 4e-3).
+    assert _max_diff(_weights(accumulated.output), _weights(reference.output)) < 1e-2 * reference.config.learning_rate
 
 
 def test_a_full_dreambooth_fine_tune_saves_a_whole_unet_and_resumes(tmp_path):

@@ -59,6 +59,8 @@ class Generation:
     seeds: list[int]
     settings: dict
     changes: list[str] = field(default_factory=list)  # what out-of-memory handling made lighter
+    # Inpainting: the pipeline's own pictures, before compositing pasted the unmasked original back over them.
+    returned: list = field(default_factory=list)
 
     def parameters(self, index: int) -> str:
         """The A1111 `parameters` text of image `index`."""
@@ -184,7 +186,8 @@ class Engine:
         result = self._run("inpaint" if model == "inpaint" else "blend", s,
                            {"image": image, "mask_image": mask, "strength": s["strength"], "width": image.width,
                             "height": image.height, "padding_mask_crop": padding_mask_crop})
-        result.images = [masks.composite(generated, image, mask) for generated in result.images]
+        result.returned = result.images
+        result.images = [masks.composite(generated, image, mask) for generated in result.returned]
         return result
 
     # -- shared steps ----------------------------------------------------------------------------------------

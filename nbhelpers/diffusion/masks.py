@@ -65,6 +65,21 @@ def composite(generated, original, mask):
     return Image.composite(generated.convert("RGB"), original.convert("RGB"), mask.convert("L"))
 
 
+def region_change(result, original, mask) -> dict:
+    """How much `result` differs from `original` inside the mask and outside it: mean absolute change (0..1) of
+    the repainted pixels (mask > 0) and of the kept ones (mask == 0), and whether the kept ones are identical.
+    Measure the pipeline's own output with it to see what compositing fixes, and the composite to check the fix."""
+    import numpy as np
+
+    new = np.asarray(result.convert("RGB").resize(original.size), dtype=np.float32)
+    old = np.asarray(original.convert("RGB"), dtype=np.float32)
+    repaint = np.asarray(mask.convert("L").resize(original.size)) > 0
+    change = np.abs(new - old).mean(axis=2) / 255
+    return {"masked_change": round(float(change[repaint].mean()), 4),
+            "unmasked_change": round(float(change[~repaint].mean()), 4),
+            "unmasked_identical": bool(np.array_equal(new[~repaint], old[~repaint]))}
+
+
 def outpaint_canvas(image, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0, overlap: int = 0):
     """(canvas, mask) for outpainting: the image on a bigger canvas, the new border masked for repainting.
 

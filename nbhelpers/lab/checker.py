@@ -2,6 +2,7 @@
 
     prediction = analyse(image)             # {"background": "white", "colour": "red", "shape": "circle", ...}
     report = score(images, specs)           # per-image predictions and accuracies against what was asked
+    score_prompt(images, "a red circle on a white background")   # the accuracies, or None for other prompts
 
 How it reads a picture (64x64 or any square size):
 1. background: the median colour of the border, named by the nearest background colour;
@@ -113,3 +114,10 @@ def score(images, specs) -> dict:
     hits["both"] = [c and s for c, s in zip(hits["colour"], hits["shape"])]
     return {"predictions": predictions, "accuracy": {k: round(sum(v) / len(v), 4) for k, v in hits.items()},
             "n": len(images)}
+
+
+def score_prompt(images, prompt: str) -> dict | None:
+    """`score`'s accuracies for pictures drawn from one lab caption; None when `prompt` is not a lab caption."""
+    spec = shapes.parse_caption(prompt)
+    images = list(images)
+    return None if spec is None else score(images, [spec] * len(images))["accuracy"]

@@ -47,6 +47,17 @@ def caption(spec: ShapeSpec) -> str:
     return f"a {spec.colour} {spec.shape} on a {spec.background} background"
 
 
+def parse_caption(text: str) -> ShapeSpec | None:
+    """The spec a lab caption asks for ("a red circle on a white background", also "... with stripes ..."), or
+    None for any other prompt (a real model's prompt is not something the lab checker can score)."""
+    import re
+
+    colour, shape, background = ("|".join(names) for names in (COLOURS, SHAPES, BACKGROUNDS))
+    found = re.fullmatch(rf"an? ({colour}) ({shape})(?: with stripes)? on an? ({background}) background",
+                         text.strip().lower())
+    return ShapeSpec(*found.groups()) if found else None
+
+
 def outline(shape: str, cx: float, cy: float, radius: float, rotation: float) -> list[tuple[float, float]] | None:
     """Polygon vertices of a shape (None for the circle, which PIL draws as an ellipse)."""
     def ring(points: int, radii, start: float):

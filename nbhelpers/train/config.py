@@ -52,7 +52,7 @@ class TrainConfig:
     mixed_precision: str | None = None
     gradient_checkpointing: bool | None = None
     use_8bit_adam: bool | None = None
-    snr_gamma: float | None = None  # min-SNR weighting (Hang et al. 2023); 5.0 is the paper's value; None = off
+    snr_gamma: float | None = None  # min-SNR weighting (Hang et al. 2023; 5.0 in the paper); None: the profile's
     cache_latents: bool | None = None
     instance_prompt: str | None = None  # LoRA: the caption of images without a .txt; DreamBooth: every image's
     class_prompt: str | None = None  # DreamBooth: turns on prior preservation
@@ -86,6 +86,10 @@ class TrainConfig:
             values["learning_rate"] = defaults["full_finetune_learning_rate"]
         elif self.mode == "dreambooth" and self.learning_rate is None:
             values["learning_rate"] = defaults["dreambooth_learning_rate"]
+        if self.mode == "dreambooth":  # DreamBooth's own LoRA settings where a profile has them (tiny's LoRA
+            for name in ("rank", "lora_alpha", "snr_gamma"):  # defaults are tuned for 04's style, not a subject)
+                if getattr(self, name) is None and f"dreambooth_{name}" in defaults:
+                    values[name] = defaults[f"dreambooth_{name}"]
         if values["lora_alpha"] is None:
             values["lora_alpha"] = values["rank"]
         if values["mixed_precision"] != "no" and self.mixed_precision is None and not _cuda():

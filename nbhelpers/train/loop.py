@@ -3,7 +3,7 @@
     result = train(TrainConfig(mode="lora", data="data/train/lora", output="outputs/lora", profile="tiny"))
 
 One optimizer step (`train_step`): images -> VAE latents -> noise at a random timestep -> the UNet predicts the
-noise -> mean squared error (plus the prior loss in DreamBooth) -> backward -> AdamW. `start_run` builds what a run
+noise -> mean squared error (objective.denoising_loss; plus the prior loss in DreamBooth) -> backward -> AdamW. `start_run` builds what a run
 holds; `train` adds resuming, records, checkpoints and the outputs around them. The same function runs in a
 notebook, from `nbhelpers train`, and under `accelerate launch` / `torchrun` on several processes (DDP).
 
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbhelpers.train import checkpoints, data, divergence, export, priors, targets
+from nbhelpers.train import checkpoints, data, divergence, export, objective, priors, targets
 from nbhelpers.train.config import TEXT_TARGETS, TrainConfig
 
 KEY_STRIDE = 1_000_003  # separates the generator seeds of different runs' seeds
@@ -420,36 +420,22 @@ def latents_of(images, vae, vae_eps, cached: bool):
     return (mean + std * vae_eps.to(mean.device)) * vae.config.scaling_factor
 
 
-def min_snr_weights(noise_scheduler, timesteps, gamma: float, prediction_type: str):
-    """Min-SNR-gamma (Hang et al. 2023): cap easy (low-noise) timesteps' weight at gamma / SNR."""
-    import torch
-
-    alphas = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    snr = alphas / (1 - alphas)
-    capped = torch.clamp(snr, max=gamma)
-    return capped / (snr + 1) if prediction_type == "v_prediction" else capped / snr
-
-
 def step_loss(config, batch, pipe, models, encoder, noise_scheduler, latent_shape, accelerator):
-    """(loss, instance loss, prior loss) of one batch; without prior preservation the last two equal the loss / 0."""
+    """(loss, instance loss, prior loss) of one batch; without prior preservation the last two equal the loss / 0.
+    The maths is objective.denoising_loss; this function feeds it the batch's latents, prompts and randomness."""
     import torch
 
     device = accelerator.device
     vae_eps, noise, timesteps = example_randomness(batch["keys"], latent_shape,
                                                    noise_scheduler.config.num_train_timesteps, config.seed)
     latents = latents_of(batch["images"], pipe.vae, vae_eps, config.cache_latents)
-    noise, timesteps = noise.to(device), timesteps.to(device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction_type = noise_scheduler.config.prediction_type
-    target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
     with accelerator.autocast():
         states = encoder(batch["prompts"], device, models.get("text_encoder"))
-        pred = models["unet"](noisy, timesteps, states).sample
-    weights = (min_snr_weights(noise_scheduler, timesteps, config.snr_gamma, prediction_type)
-               if config.snr_gamma else None)
+        errors = objective.denoising_loss(models["unet"], latents, states, noise.to(device), timesteps.to(device),
+                                          noise_scheduler, config.snr_gamma)
     if config.prior_preservation:
-        return priors.prior_preservation_loss(pred, target, config.prior_loss_weight, weights)
-    loss = priors.weighted_mean(priors.per_example_mse(pred, target), weights)
+        return priors.split_prior_loss(errors, config.prior_loss_weight)
+    loss = errors.mean()
     return loss, loss, torch.zeros((), device=device)
 
 

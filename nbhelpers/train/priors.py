@@ -18,26 +18,14 @@ from nbhelpers import persist
 CLASS_FILE = "class-{:04d}.png"
 
 
-def per_example_mse(pred, target):
-    """Mean squared error of each example: shape (batch,)."""
-    return ((pred.float() - target.float()) ** 2).flatten(1).mean(dim=1)
+def split_prior_loss(errors, prior_loss_weight: float):
+    """The batch holds instance examples in its first half and class examples in its second half; `errors` holds
+    one (already weighted) error per example.
 
-
-def weighted_mean(values, weights=None):
-    return values.mean() if weights is None else (values * weights).mean()
-
-
-def prior_preservation_loss(pred, target, prior_loss_weight: float, weights=None):
-    """The batch holds instance examples in its first half and class examples in its second half.
-
-    loss = mse(instance half) + prior_loss_weight * mse(class half). Returns (loss, instance_loss, prior_loss).
-    `weights` (one per example, e.g. min-SNR) scale each example's error before the means.
+    loss = mean(instance half) + prior_loss_weight * mean(class half). Returns (loss, instance_loss, prior_loss).
     """
-    errors = per_example_mse(pred, target)
     instance_errors, class_errors = errors.chunk(2)
-    instance_weights, class_weights = weights.chunk(2) if weights is not None else (None, None)
-    instance_loss = weighted_mean(instance_errors, instance_weights)
-    prior_loss = weighted_mean(class_errors, class_weights)
+    instance_loss, prior_loss = instance_errors.mean(), class_errors.mean()
     return instance_loss + prior_loss_weight * prior_loss, instance_loss, prior_loss
 
 
