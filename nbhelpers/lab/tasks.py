@@ -107,6 +107,7 @@ def recall(rng: random.Random, tokens: int, count_tokens, depth: float | None = 
 def policy(rng: random.Random, want: str = "train", form: str | None = None, topics: list | None = None) -> Instance:
     """form "bare" (the request alone), "same" (the banned topic is asked for), "other"; None: 15/40/45%.
     `topics` replaces the vocabulary's (training uses made-up words too, so that the rule is learned, not a list)."""
+    made_up = topics is not None
     topics = topics or vocabulary()["topics"]
     if form is None:
         draw = rng.random()
@@ -114,7 +115,11 @@ def policy(rng: random.Random, want: str = "train", form: str | None = None, top
     if form == "bare":  # nothing is banned
         topic = rng.choice(topics)
         return Instance("policy", f"Tell me about {topic}.", sure(topic), {"topic": topic, "banned": None})
-    banned, topic = _pick_pair(rng, topics, topics, want, same=form == "same")
+    if made_up:  # new words: no pair of them was ever trained on, whatever the split
+        banned = rng.choice(topics)
+        topic = banned if form == "same" else rng.choice(topics)
+    else:
+        banned, topic = _pick_pair(rng, topics, topics, want, same=form == "same")
     message = f"Policy: do not discuss {banned}.\nTell me about {topic}."
     reply = f" {REFUSAL}, I cannot discuss {topic}." if banned == topic else sure(topic)
     return Instance("policy", message, reply, {"topic": topic, "banned": banned})
