@@ -217,22 +217,23 @@ def recall_length(step: int, steps: int, rng: random.Random) -> int:
 
 
 def short_item(rng: random.Random, made_up_topics: float) -> tasks.Instance:
-    """A short task example; policy examples use made-up topics with probability `made_up_topics`."""
-    task = rng.choice([t for t in tasks.TRAINING_TASKS if t != "recall"])
-    if made_up_topics and task == "policy" and rng.random() < made_up_topics:
-        topics = [tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9), rng.choice(tasks.vocabulary()["topics"])]
-        return tasks.policy(rng, topics=topics)
-    return tasks.make(task, rng)
+    """A short task example. With `made_up_topics` > 0 (the rules phase) half of them are policy examples, and that
+    share of those use two made-up words as topics instead of the vocabulary's."""
+    if made_up_topics and rng.random() < 0.5:
+        if rng.random() < made_up_topics:
+            return tasks.policy(rng, topics=[tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9)])
+        return tasks.policy(rng)
+    return tasks.make(rng.choice([t for t in tasks.TRAINING_TASKS if t != "recall"]), rng)
 
 
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
         corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", made_up_topics: float = 0.0):
     """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
 
-    phase "rules" continues a finished SFT: recall at every length from the start, and policy examples whose topics
-    are made-up words half of the time. After the first phase the model refused a banned topic only when it had
-    seen that very topic refused (held-out refusal 50%): it had learned a list. Made-up words leave the rule
-    (refuse when the asked topic is the banned one) as the only way to fit.
+    phase "rules" continues a finished SFT: recall at every length from the start, and half of the short examples
+    policy ones, most with made-up words as topics. After the first phase the model refused a banned topic only
+    when it had seen that very topic refused (held-out refusal 0-20%): it had learned a list. Made-up words leave
+    the rule (refuse when the asked topic is the banned one) as the only way to fit.
     """
     import torch
     from tqdm.auto import tqdm
@@ -360,6 +361,40 @@ combinations, not new words.
 """
 
 
+def routing_summary(folder: Path) -> str:
+    """The routing figures of a checkpoint: same-first-expert rate (Mixtral paper, section 5) and kind information."""
+    from nbhelpers import moe
+    from nbhelpers.lab import train_moe
+
+    model, tokenizer = load(folder)
+    routings = [moe.capture_routing(model, tokenizer, text) for text in moe.routing.LANGUAGE_PROMPTS.values()]
+    rates = moe.same_first_expert_rate(routings)
+    report = train_moe.routing_report(model, tokenizer)
+    return (f"Routing: consecutive tokens keep their first expert {rates['rate']:.0%} of the time at the best layer "
+            f"(chance {rates['random_baseline']:.1%}); mutual information between corpus kind (five languages, code, "
+            f"chat) and first expert {', '.join(f'{v:.3f}' for v in report['mi_bits'])} bits per layer, against "
+            f"{', '.join(f'{v:.3f}' for v in report['mi_bits_shuffled'])} with the kinds shuffled: routing follows "
+            "the text, and no expert owns a language (as the Mixtral paper found).")
+
+
+def write_cards(log: dict, folders: dict) -> None:
+    """MODEL_CARD.md of the instruct model, and short cards of its base and SFT stages."""
+    persist.atomic_write_text(folders["dpo"] / "MODEL_CARD.md",
+                              model_card(log, folders) + "\n" + routing_summary(folders["dpo"]) + "\n")
+    for stage, what in (("base", "after pretraining (induction warm-up, lab corpus and copy documents)"),
+                        ("sft", "after supervised fine-tuning (both parts), before DPO")):
+        rates = ", ".join(f"{k} {v:.0%}" for k, v in log["scores"][stage].items())
+        persist.atomic_write_text(folders[stage] / "MODEL_CARD.md", f"""# lab Mixtral, {stage} stage
+
+The lab Mixtral-Instruct {what}: the same architecture, tokenizer and recipe as `../mixtral-instruct`, whose
+model card describes them. Notebook 08 starts its short SFT and DPO runs from these weights.
+
+Held-out lab-task rates of this stage: {rates}.
+
+{routing_summary(folders[stage])}
+""")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="data/lab")
@@ -368,8 +403,8 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=900)
     parser.add_argument("--sft-steps", type=int, default=2500)
-    parser.add_argument("--rules-steps", type=int, default=400)
-    parser.add_argument("--rules-lr", type=float, default=5e-4)
+    parser.add_argument("--rules-steps", type=int, default=500)
+    parser.add_argument("--rules-lr", type=float, default=1e-3)
     parser.add_argument("--dpo-steps", type=int, default=120)
     parser.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
@@ -403,7 +438,7 @@ def main(argv=None):
         model, tokenizer = load(folders["sft"])
         mark = time.time()
         model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, eval_every=args.eval_every,
-                    phase="rules", made_up_topics=0.5)
+                    phase="rules", made_up_topics=0.75)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["rules"] = round(time.time() - mark, 1)
     if "dpo" in stages:
@@ -426,17 +461,7 @@ def main(argv=None):
     log["settings"] = vars(args)
     persist.atomic_write_json(persist.nbhelpers_cache() / "lab-train" / "instruct-report.json", log)
     if folders["dpo"].exists():
-        persist.atomic_write_text(folders["dpo"] / "MODEL_CARD.md", model_card(log, folders))
-        for stage, what in (("base", "after pretraining (induction warm-up, lab corpus and copy documents)"),
-                            ("sft", "after supervised fine-tuning, before DPO")):
-            rates = ", ".join(f"{k} {v:.0%}" for k, v in log["scores"][stage].items())
-            persist.atomic_write_text(folders[stage] / "MODEL_CARD.md", f"""# lab Mixtral, {stage} stage
-
-The lab Mixtral-Instruct {what}: the same architecture, tokenizer and recipe as `../mixtral-instruct`, whose
-model card describes them. Notebook 08 starts its short SFT and DPO runs from these weights.
-
-Held-out lab-task rates of this stage: {rates}.
-""")
+        write_cards(log, folders)
     print(json.dumps({k: v for k, v in log.items() if k != "dpo_history"}, indent=1))
 
 
