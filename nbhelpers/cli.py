@@ -28,7 +28,8 @@ def _run(args) -> int:
 
     overrides = runner.parse_parameters(args.parameter or [])
     results = runner.run(args.notebooks, profile=args.profile, out=args.out, overrides=overrides,
-                         timeout=args.timeout, folder=args.dir)
+                         timeout=args.timeout, folder=args.dir,
+                         random_weights=args.random_weights)
     failed = [r.name for r in results if r.status != "ok"]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed; report: {args.out}/report.html")
     return 1 if failed else 0
@@ -66,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                      help="set a notebook parameter (JSON or text), e.g. -p steps 20")
     run.add_argument("--timeout", type=float, default=900,
                      help="seconds allowed per notebook (default 900; inf: no limit)")
+    run.add_argument("--random-weights", action="store_true",
+                     help="dress rehearsal: the profile's real architectures with random weights on the CPU, "
+                          "smallest settings, nothing downloaded; outputs are noise")
     run.add_argument("--dir", type=Path, default=None, help="folder of notebooks (default: the curriculum's)")
     run.set_defaults(handler=_run)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from nbhelpers import checks, persist
+from nbhelpers import checks, persist, rehearsal
 from nbhelpers.access import hub_access
 from nbhelpers.profiles import CHAT_TASKS, LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
 
@@ -26,6 +26,10 @@ def resolve_source(spec: ModelSpec) -> str:
 
         folder = data_dir() / "lab" / spec.source.removeprefix(LAB_PREFIX)
         return str(safety.check_weights(folder, parameter="model"))
+    if rehearsal.enabled():  # random weights of the real architecture, built from data/configs: no download
+        from nbhelpers.rehearsal.checkpoints import folder_for
+
+        return str(folder_for(spec.source))
     return spec.source
 
 
@@ -91,6 +95,8 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
         options["torch_dtype"] = torch_dtype(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
         if spec.variant:
             options["variant"] = spec.variant
+    elif not spec.is_offline and rehearsal.enabled():
+        options["torch_dtype"] = torch_dtype(rehearsal.cpu_dtype(spec.source))  # SDXL: bfloat16 to fit the RAM
     import diffusers
     import transformers
 

@@ -30,6 +30,10 @@ class NotebookRun:
         self.parameters = dict(parameters)
         self.timings: dict[str, float] = {}
         self.results: dict = {}
+        from nbhelpers import rehearsal
+
+        self.random_weights = rehearsal.enabled() and profile.name != "tiny"
+        self.memory: dict[str, dict] = {}  # rehearsal only: RSS per stage (CPU RAM, not VRAM)
 
     def param(self, task: str, name: str, value=None):
         """`value`, or the profile's default when it is None; recorded in the summary's parameters."""
@@ -45,6 +49,10 @@ class NotebookRun:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+            if self.random_weights:
+                from nbhelpers.rehearsal.memory import stage_memory
+
+                self.memory[name] = stage_memory(self.memory.get(name))
 
     def path(self, relative: str) -> Path:
         """A path inside this notebook's output folder (parent folders created)."""
@@ -73,6 +81,10 @@ class NotebookRun:
             "timings": self.timings,
             **self.results,
         }
+        if self.random_weights:
+            from nbhelpers.rehearsal import NOISE
+
+            summary.update(random_weights=True, noise=NOISE, memory=self.memory)
         path = persist.write_summary(self.out, summary)
         print(f"summary written to {path}")
         return path
@@ -105,5 +117,11 @@ def start(notebook: str, *, profile: str = "auto", seed: int = 0, output_dir: st
         # Tiny tensors: handing work between threads costs more than it saves, and small CI machines share cores.
         torch.set_num_threads(1)
     print(f"{notebook}: profile {resolved.name} ({resolved.description}); outputs in {out}")
+    from nbhelpers import rehearsal
+
+    if rehearsal.enabled() and resolved.name != "tiny":
+        from nbhelpers.rehearsal import NOISE
+
+        print(f"*** {NOISE}: every picture and text below is noise ***")
     return NotebookRun(notebook, resolved, profile, seed, out, {"profile": profile, "seed": seed,
                                                                  "output_dir": str(output_dir), **parameters})

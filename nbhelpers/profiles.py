@@ -242,4 +242,10 @@ def get_profile(name: str = "auto") -> Profile:
         from nbhelpers import env
 
         name = auto_profile_name(env.gpu())
+    from nbhelpers import rehearsal
+
+    if rehearsal.enabled() and name != "tiny":
+        from nbhelpers.rehearsal.settings import rehearse
+
+        return rehearse(PROFILES[name])  # same models, rehearsal sizes (nbhelpers.rehearsal)
     return PROFILES[name]

@@ -135,8 +135,11 @@ def plan(notebooks: list[Path], overrides: dict) -> dict[Path, dict]:
 
 def run(names: list[str] | None = None, *, profile: str = "tiny", out: str | os.PathLike = "outputs/run",
         overrides: dict | None = None, timeout: float = DEFAULT_TIMEOUT, folder: Path | None = None,
-        echo=print) -> list[NotebookResult]:
+        echo=print, random_weights: bool = False) -> list[NotebookResult]:
     checks.choice("profile", profile, PROFILE_NAMES)
+    if random_weights and profile not in ("t4", "large"):
+        raise checks.ParameterError("--random-weights", profile, "a rehearsal of --profile t4 or large (tiny "
+                                    "already runs small offline models)")
     checks.number("timeout", timeout, minimum=1)
     notebooks = select(list(names or []), folder)
     out = persist.ensure_writable(Path(out), "--out")
@@ -147,7 +150,7 @@ def run(names: list[str] | None = None, *, profile: str = "tiny", out: str | os.
     for path in notebooks:
         parameters = {**per_notebook[path], "profile": profile, "output_dir": str(out)}
         try:
-            result = execute(path, out, parameters, timeout)
+            result = execute(path, out, parameters, timeout, random_weights)
         except KeyboardInterrupt:  # Ctrl-C: the notebook's processes are stopped; report what finished, then stop
             echo(f"{path.stem:<22} stopped (Ctrl-C)")
             report.write(results, out, profile)
@@ -170,7 +173,7 @@ def yaml_json(parameters: dict) -> str:
     return _NOT_YAML_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(parameters, ensure_ascii=False))
 
 
-def execute(path: Path, out: Path, parameters: dict, timeout: float) -> NotebookResult:
+def execute(path: Path, out: Path, parameters: dict, timeout: float, random_weights: bool = False) -> NotebookResult:
     executed = out / "executed" / path.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     summary_path = out / path.stem / "summary.json"
@@ -178,6 +181,11 @@ def execute(path: Path, out: Path, parameters: dict, timeout: float) -> Notebook
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
     if parameters.get("profile") == "tiny":
         environment["HF_HUB_OFFLINE"] = "1"  # tiny is offline by definition: fail loudly if anything reaches out
+    from nbhelpers import rehearsal
+
+    environment.pop(rehearsal.ENV, None)  # only the flag turns a rehearsal on, never a leftover variable
+    if random_weights:  # the kernel reads it (nbhelpers.rehearsal): papermill parameters cannot reach the loaders
+        environment.update({rehearsal.ENV: "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
         handle.write(yaml_json(parameters))
     command = [sys.executable, "-m", "papermill", str(path), str(executed), "-f", handle.name,

@@ -1,7 +1,7 @@
 """Parameter counts by arithmetic on the config, as a learner would do them on paper.
 
 They check the meta-device counts from an independent direction: if a config field is misread, the two disagree.
-Covered: Mixtral-style MoE decoders (Mixtral, GraniteMoE), CLIP text encoders and the T5 encoder. UNets, VAEs and
+Covered: Mixtral-style MoE decoders (Mixtral, GraniteMoE, OLMoE), CLIP text encoders and the T5 encoder. UNets, VAEs and
 DiTs are counted on the meta device only (their arithmetic is long; the tests pin them to published totals).
 """
 
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 def moe_decoder(c: dict) -> int:
     """Embeddings + per layer (attention, router, E experts of 3 matrices, 2 RMSNorms) + final norm + LM head."""
-    h, i, e, v = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["vocab_size"]
+    h, i, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    e = c.get("num_local_experts") or c["num_experts"]  # OLMoE names it num_experts
     head_dim = c.get("head_dim") or h // c["num_attention_heads"]
     kv = c["num_key_value_heads"] * head_dim
     attention = h * h * 2 + h * kv * 2  # q and o are h x h; k and v are h x kv (grouped-query attention)
     experts = e * 3 * h * i  # gate, up (fused as gate_up) and down projections
     layer = attention + e * h + experts + 2 * h
+    if c.get("model_type") == "olmoe":
+        layer += h + kv  # OLMoE normalises queries and keys (RMSNorm over the q and k projections)
     head = 0 if c.get("tie_word_embeddings") else v * h
     return v * h + c["num_hidden_layers"] * layer + h + head
 
@@ -47,6 +50,6 @@ def count(class_name: str, config: dict) -> int | None:
         return clip_text(config, projection=class_name.endswith("WithProjection"))
     if class_name == "T5EncoderModel":
         return t5_encoder(config)
-    if class_name in ("MixtralForCausalLM", "GraniteMoeForCausalLM"):
+    if class_name in ("MixtralForCausalLM", "GraniteMoeForCausalLM", "OlmoeForCausalLM"):
         return moe_decoder(config)
     return None

@@ -48,7 +48,7 @@ DTYPES = {None: None, "float16": torch.float16, "bfloat16": torch.bfloat16, "flo
 
 
 def convert_checkpoint(source, out_dir, quantization="int2", group_size=None, dtype="float16", device=None,
-                       token=None, keep_shards: bool = False, progress: bool = True) -> Path:
+                       token=None, keep_shards: bool = False, progress: bool = True, optimize: bool = True) -> Path:
     """Write a compact checkpoint of `source` (local folder or Hub id) into `out_dir`; returns the folder."""
     quant.check_scheme(quantization, group_size)
     checks.choice("dtype", dtype, DTYPES)
@@ -58,7 +58,7 @@ def convert_checkpoint(source, out_dir, quantization="int2", group_size=None, dt
     reader = _Reader(source, token)
     config = json.loads(reader.file("config.json").read_text())
     checks.choice("model_type", config.get("model_type"), CONVERTIBLE)
-    codec = ExpertCodec(quantization, group_size, storage_dtype=DTYPES[dtype])
+    codec = ExpertCodec(quantization, group_size, storage_dtype=DTYPES[dtype], optimize=optimize)
     writer = _LayerWriter(config, codec, DTYPES[dtype], device, reader.keys())
     from tqdm.auto import tqdm
 

@@ -25,8 +25,10 @@ from nbhelpers.moe.offload import quant
 class ExpertCodec:
     """How one expert's two matrices are stored: as they are, or quantized (`quant`)."""
 
-    def __init__(self, quantization=None, group_size=None, storage_dtype=None, compile_dequant: bool = False):
+    def __init__(self, quantization=None, group_size=None, storage_dtype=None, compile_dequant: bool = False,
+                 optimize: bool = True):
         self.quantization, self.group_size = quant.check_scheme(quantization, group_size)
+        self.optimize = optimize  # HQQ's zero-point fit; off only in the rehearsal (minutes per matrix on a CPU)
         self.storage_dtype = storage_dtype  # None: keep the checkpoint's dtype (unquantized only)
         self._compiled = None
         if compile_dequant and self.quantization:
@@ -40,7 +42,7 @@ class ExpertCodec:
         """The stored tensors of one matrix ("gate_up" or "down"), named as `decode` expects them."""
         if self.quantization is None:
             return {name: weight.detach().to(self.storage_dtype or weight.dtype).contiguous()}
-        parts = quant.quantize(weight, self.quantization, self.group_size)
+        parts = quant.quantize(weight, self.quantization, self.group_size, optimize=self.optimize)
         return {f"{name}.{key}": tensor for key, tensor in parts.items()}
 
     def decode(self, parts: dict, dtype) -> tuple[torch.Tensor, torch.Tensor]:

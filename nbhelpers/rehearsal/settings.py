@@ -1,0 +1,26 @@
+"""Rehearsal defaults: the profile's own models, with the fewest steps, smallest resolution and shortest
+generation that still run every cell. What is left as the profile has it (context limits, dtypes, LoRA ranks,
+mixed precision, 8-bit Adam, gradient checkpointing) is exactly what the rehearsal is there to check."""
+
+from __future__ import annotations
+
+import dataclasses
+
+OVERRIDES = {
+    # max_new_tokens 4: enough for the streamer, the stop rule and the graders; the needle test keeps its own
+    # length check against the model's limit (profile value checked by tests), but runs at 256 tokens here.
+    "chat": {"max_new_tokens": 4, "context_tokens": 256},
+    "instruct": {"sft_steps": 2, "dpo_steps": 2, "eval_per_task": 1},
+    # 64 px (diffusion.checks.MIN_SIDE): an 8x8 latent still passes every UNet level of SD 1.5 and SDXL.
+    "txt2img": {"width": 64, "height": 64, "steps": 2, "num_images": 1},
+    "inpaint": {"width": 64, "height": 64, "steps": 2, "num_images": 1},
+    "train": {"resolution": 64, "steps": 2, "dreambooth_steps": 2, "num_class_images": 1, "class_image_steps": 1,
+              "checkpoint_every": 1, "warmup_steps": 1, "validation_every": 0},
+}
+
+
+def rehearse(profile):
+    """`profile` with the rehearsal defaults (same name, same models)."""
+    defaults = {task: {**values, **OVERRIDES.get(task, {})} for task, values in profile.defaults.items()}
+    return dataclasses.replace(profile, defaults=defaults,
+                               description=profile.description + " [rehearsal: random weights, CPU]")

@@ -1,0 +1,94 @@
+"""The dress rehearsal's pieces (the whole rehearsal is .ci/rehearsal: minutes, not a unit test)."""
+
+import json
+
+import pytest
+
+from nbhelpers import checks, rehearsal, runner
+from nbhelpers.moe import load_config
+from nbhelpers.profiles import PROFILES, get_profile
+from nbhelpers.rehearsal import checkpoints, sources
+from nbhelpers.rehearsal.settings import OVERRIDES
+
+
+def hub_models():
+    return sorted({spec.source for profile in PROFILES.values() for spec in profile.models.values()
+                   if not spec.is_offline} | {"mistralai/Mixtral-8x7B-Instruct-v0.1"})
+
+
+@pytest.mark.parametrize("model_id", hub_models())
+def test_every_profile_model_has_a_shipped_architecture(model_id):
+    spec = sources.source(model_id)
+    if spec.kind == "llm":
+        config = load_config(spec.config)
+        assert config.num_hidden_layers > sources.LLM_LAYERS  # the cut is a cut
+    else:
+        from nbhelpers.plan import configs
+
+        assert "unet" in configs.component_classes(spec.config)
+
+
+def test_a_model_without_a_shipped_architecture_is_named():
+    with pytest.raises(checks.ParameterError, match="model"):
+        sources.source("someone/unknown-model")
+
+
+@pytest.mark.parametrize("name", ["t4", "large"])
+def test_profile_context_fits_the_chat_model(name):
+    """The needle test needs context_tokens plus its 16 answer tokens within the model's positions (OLMoE: 4096)."""
+    profile = PROFILES[name]
+    config = load_config(profile.model("chat").source)
+    assert profile.default("chat", "context_tokens") + 16 <= config.max_position_embeddings
+
+
+def test_inpainting_configs_have_nine_channel_unets():
+    from nbhelpers.plan import configs
+
+    for name in ("sd15-inpainting", "sdxl-inpainting"):
+        assert configs.component_config(name, "unet")["in_channels"] == 9
+
+
+def test_get_profile_gives_rehearsal_sizes_only_when_enabled(monkeypatch):
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    assert get_profile("t4").default("txt2img", "steps") == PROFILES["t4"].default("txt2img", "steps")
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    t4 = get_profile("t4")
+    assert t4.default("txt2img", "steps") == OVERRIDES["txt2img"]["steps"]
+    assert t4.models == PROFILES["t4"].models  # the same models: only sizes change
+    assert t4.default("train", "use_8bit_adam") is True  # what the rehearsal checks stays as the profile has it
+    assert get_profile("tiny") is PROFILES["tiny"]
+
+
+def test_random_weights_refused_for_tiny(tmp_path):
+    with pytest.raises(checks.ParameterError, match="--random-weights"):
+        runner.run(["00"], profile="tiny", out=tmp_path, random_weights=True)
+
+
+def test_random_checkpoint_loads_with_from_pretrained(tmp_path, monkeypatch):
+    """Sharded like the Hub (index + shards), norms 1, biases 0, other weights at 1/sqrt(fan_in)."""
+    import torch
+    from transformers import AutoModelForCausalLM, MixtralConfig
+
+    monkeypatch.setattr(checkpoints, "SHARD_BYTES", 20_000)
+    config = MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4)
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config)
+    config.save_pretrained(tmp_path)
+    written = checkpoints.write_random_state(meta, tmp_path, "float32")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert written == sum(p.numel() * 4 for p in meta.parameters())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True)
+    assert torch.equal(model.model.norm.weight, torch.ones(32))
+    std = model.model.layers[0].self_attn.q_proj.weight.std().item()
+    assert abs(std - 32 ** -0.5) < 0.05
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_stage_memory_keeps_the_higher_figures():
+    from nbhelpers.rehearsal.memory import stage_memory
+
+    now = stage_memory()
+    assert now["peak_rss_gib"] >= now["rss_gib"] > 0
+    assert stage_memory({"rss_gib": 1e6, "peak_rss_gib": 1e6}) == {"rss_gib": 1e6, "peak_rss_gib": 1e6}
