@@ -11,7 +11,6 @@ REPO = "t4-curriculum/moe-diffusion-t4"
 _LAZY = {
     "start": "notebook",
     "NotebookRun": "notebook",
-    "doctor": "env",
     "get_profile": "profiles",
     "ParameterError": "checks",
 }

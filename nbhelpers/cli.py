@@ -11,9 +11,9 @@ from nbhelpers.checks import ParameterError
 
 
 def _doctor(args) -> int:
-    from nbhelpers import env
+    from nbhelpers import doctor
 
-    report = env.doctor()
+    report = doctor.report()
     print(report.json() if args.json else report.text())
     return 0
 
