@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from nbhelpers import persist
+from nbhelpers import dtypes, persist
 from nbhelpers.profiles import LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
 
 
@@ -40,12 +40,6 @@ def quiet_loading(*libraries):
             library.utils.logging.enable_progress_bar()
 
 
-def torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
 def device_for(profile: Profile) -> str:
     import torch
 
@@ -66,7 +60,7 @@ def load_chat(profile: Profile | str = "auto"):
     tokenizer = AutoTokenizer.from_pretrained(source)
     with quiet_loading(transformers):
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
+            source, dtype=dtypes.to_torch(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
             device_map=device if device == "cuda" else None,
         )
     return model.eval(), tokenizer
@@ -83,7 +77,7 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
     pipeline_class = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForText2Image
     options = {"use_safetensors": True, "safety_checker": None, "requires_safety_checker": False}
     if device == "cuda":
-        options["torch_dtype"] = torch_dtype(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
+        options["torch_dtype"] = dtypes.to_torch(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
         if spec.variant:
             options["variant"] = spec.variant
     import diffusers

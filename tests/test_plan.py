@@ -136,7 +136,7 @@ def test_predicted_peak_within_15_percent_of_measured_on_cpu():
 
 
 def test_the_planner_and_the_offload_engine_agree_on_mixtral():
-    """`nbhelpers plan` and 01b's table come from one computation (moe.offload.convert.memory_bytes)."""
+    """`nbhelpers plan` and 01b's table come from one computation (moe.offload.budgets.memory_bytes)."""
     from nbhelpers.moe.offload import lesson
     from nbhelpers.plan import verdict
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nbhelpers import checks
+from nbhelpers import checks, dtypes
 from nbhelpers.moe.layouts import num_experts, top_k
 from nbhelpers.paths import data_dir
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1, "int4": 0.5}
+DTYPE_BYTES = {**dtypes.BYTES, "int8": 1, "int4": 0.5}  # storage per weight: the float dtypes and quantized ones
 GB = 1e9  # decimal gigabytes, as model cards and the Mixtral paper count
 T4_GB = 15360 * 2**20 / GB  # a free Colab T4 shows 15,360 MiB: 16.1 GB
 
@@ -48,12 +48,17 @@ def load_config(name_or_path):
     return AutoConfig.for_model(model_type, **values)
 
 
-def _meta_model(config):
-    import torch
+def meta_model(config):
+    """The transformers model of `config` without weights: parameters on PyTorch's meta device (shapes and dtypes,
+    no storage), buffers real. The package's one such builder: it counts parameters here and in the planner, and
+    the offload loader assigns weights into it, which is why the (small) buffers such as rotary tables are real."""
+    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # built this way, tied embeddings stay two parameters until tied: count them once
+    return model
 
 
 def count_parameters(config) -> dict:
@@ -73,7 +78,7 @@ _COUNTS: dict = {}
 
 
 def _count(config) -> dict:
-    model = _meta_model(config)
+    model = meta_model(config)
     total = experts = 0
     for name, parameter in model.named_parameters():  # named_parameters skips a tied copy
         total += parameter.numel()

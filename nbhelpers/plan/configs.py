@@ -139,11 +139,7 @@ def _moe_components(name: str) -> list[ComponentCount]:
 
     config = accounting.load_config(name)
     counted = accounting.count_parameters(config)  # the MoE module's own meta-device count, used as is
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    model = accounting.meta_model(config)
     total, linear = count_module(model)
     if total != counted["total"]:
         raise RuntimeError(f"{name}: {total} parameters here but {counted['total']} in moe.accounting")
