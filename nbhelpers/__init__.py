@@ -16,5 +16,7 @@ _LAZY = {
 }
 
 from nbhelpers.lazy import exports  # noqa: E402
+from nbhelpers import quiet  # noqa: E402
 
 __getattr__, __dir__ = exports(__name__, _LAZY)
+quiet.install()  # before anything imports diffusers, whose import prints the notes
