@@ -52,7 +52,7 @@ def check_model(name) -> str:
     allowed = model_names()
     if name not in allowed:
         raise checks.ParameterError("model", name, "choose one of " + ", ".join(allowed)
-                                    + " or a Hub id of one of them (" + ", ".join(sorted(hub_ids())) + ")")
+                                    + " or the Hub id of one (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)")
     return name
 
 
