@@ -34,8 +34,9 @@ SMALL = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_at
 
 def build_model(device: str, mixtral_layers: int | None, seed: int = 0):
     """A Mixtral with random weights on the CPU: Mixtral-8x7B-shaped layers, or a small CPU-sized one."""
-    from accelerate import init_empty_weights
-    from transformers import MixtralConfig, MixtralForCausalLM
+    from transformers import MixtralConfig
+
+    from nbhelpers.moe.accounting import meta_model
 
     if mixtral_layers:
         values = json.loads((ROOT / "data/configs/mixtral-8x7b.json").read_text())
@@ -44,8 +45,7 @@ def build_model(device: str, mixtral_layers: int | None, seed: int = 0):
     else:
         config = MixtralConfig(**SMALL)
     dtype = torch.float16 if device == "cuda" else torch.float32
-    with init_empty_weights():
-        model = MixtralForCausalLM(config)
+    model = meta_model(config)  # no weights yet: Mixtral-shaped layers are filled one parameter at a time below
     generator_device = device if device == "cuda" else "cpu"  # the GPU draws 45B random numbers in seconds
     generator = torch.Generator(generator_device).manual_seed(seed)
     for name, parameter in list(model.named_parameters()):

@@ -11,11 +11,12 @@ REPO = "t4-curriculum/moe-diffusion-t4"
 _LAZY = {
     "start": "notebook",
     "NotebookRun": "notebook",
-    "doctor": "env",
     "get_profile": "profiles",
     "ParameterError": "checks",
 }
 
 from nbhelpers.lazy import exports  # noqa: E402
+from nbhelpers import quiet  # noqa: E402
 
 __getattr__, __dir__ = exports(__name__, _LAZY)
+quiet.install()  # before anything imports diffusers, whose import prints the notes

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 import time
 from pathlib import Path
 
-from nbhelpers.checks import ParameterError
-
-DEBUG_ENV = "NBHELPERS_DEBUG"  # set to 1 (or pass --debug) to see the traceback behind a one-line error
-INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C (128 + SIGINT)
+from nbhelpers.guard import DEBUG_ENV, guarded
 
 
 def _doctor(args) -> int:
-    from nbhelpers import env
+    from nbhelpers import doctor
 
-    report = env.doctor(check_access=args.check_access)
+    report = doctor.report(check_access=args.check_access)
     print(report.json() if args.json else report.text())
     return 0
 
@@ -93,21 +88,3 @@ def main(argv=None) -> int:
     debug = "--debug" in argv  # anywhere, so that `nbhelpers run 02 --debug` works as well as `nbhelpers --debug run`
     args = parser().parse_args([a for a in argv if a != "--debug"])
     return guarded(f"nbhelpers {args.verb}", args.handler, args, debug)
-
-
-def guarded(prog: str, handler, args, debug: bool = False) -> int:
-    """Run a verb. A user's mistake (ParameterError) is one line on stderr and exit 2; Ctrl-C is one line and exit
-    130. Tracebacks are for bugs: they show for anything else, and for these two with --debug or NBHELPERS_DEBUG=1."""
-    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    try:
-        return handler(args)
-    except ParameterError as error:
-        if debug:
-            traceback.print_exc()
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
-        return INTERRUPTED

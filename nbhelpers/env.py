@@ -1,34 +1,21 @@
-"""What machine is this? Runtime, GPU, memory, disk, library versions, and the problems worth knowing about.
+"""What machine is this? Runtime, GPU, memory, disk, library versions and the Hugging Face token, probed.
 
-`doctor()` gathers all of it into a report that shows as a table in a notebook and as text or JSON on the
-command line (`nbhelpers doctor [--json]`). Every probe is defensive: the doctor must answer on a broken machine.
+Only probes live here, and they import nothing from nbhelpers: persist, profiles and the doctor
+(`nbhelpers.doctor`, which turns these facts into a report with known problems and their fixes) all build on
+this module. Every probe is defensive: the doctor must answer on a broken machine.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 GIB = 1024**3
-# Versions the curriculum is tested with: the lowest are Colab's preinstalled ones (see README).
-TESTED_RANGES = {
-    "torch": ("2.4", "2.15"),
-    "diffusers": ("0.37", "0.50"),
-    "transformers": ("5.10", "6"),
-    "peft": ("0.18", "1"),
-    "accelerate": ("1.0", "2"),
-    "ipywidgets": ("7.6", "9"),
-}
 LIBRARIES = ["torch", "diffusers", "transformers", "peft", "accelerate", "huggingface_hub", "safetensors",
              "bitsandbytes", "compel", "ipywidgets", "papermill", "matplotlib", "numpy", "pillow"]
-LOW_DISK_GB = 10
-LOW_RAM_GB = 8
-LOW_VRAM_GB = 2
 
 
 def runtime() -> str:
@@ -128,160 +115,3 @@ def hf_token_available() -> bool:
         return True
     home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     return (home / "token").is_file()
-
-
-def _version_tuple(text: str) -> tuple:
-    parts = []
-    for piece in text.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-@dataclass
-class Report:
-    facts: dict
-    problems: list = field(default_factory=list)  # (severity, message, fix)
-
-    def rows(self) -> list[tuple[str, str]]:
-        facts = self.facts
-        gpu_info = facts["gpu"]
-        rows = [
-            ("runtime", facts["runtime"]),
-            ("python", facts["python"]),
-            ("GPU", f"{gpu_info['name']} x{gpu_info['count']} (compute {gpu_info['capability']})" if gpu_info else "none"),
-            ("VRAM free / total", f"{gpu_info['free_gb']} / {gpu_info['total_gb']} GiB" if gpu_info else "-"),
-            ("dtype to use", facts["dtype"]),
-            ("RAM available / total", f"{facts['ram']['available_gb']} / {facts['ram']['total_gb']} GiB"),
-            ("disk free / total", f"{facts['disk']['free_gb']} / {facts['disk']['total_gb']} GiB"),
-            ("Hugging Face token", "found (not shown)" if facts["hf_token"] else "not set"),
-            ("workspace", f"{facts['workspace']['path']} ({'writable' if facts['workspace']['writable'] else 'NOT writable'})"),
-            ("Drive", {True: "mounted", False: "not mounted", None: "-"}[facts["drive_mounted"]]),
-            ("profile (auto)", facts["auto_profile"]),
-        ]
-        rows += [(name, version or "not installed") for name, version in facts["versions"].items()]
-        return rows
-
-    def text(self) -> str:
-        rows = self.rows()
-        width = max(len(key) for key, _ in rows)
-        lines = [f"{key.ljust(width)}  {value}" for key, value in rows]
-        lines.append("")
-        if self.problems:
-            for severity, message, fix in self.problems:
-                lines.append(f"[{severity}] {message}\n    fix: {fix}")
-        else:
-            lines.append("No known problems found.")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {**self.facts, "problems": [dict(zip(("severity", "message", "fix"), p)) for p in self.problems]}
-
-    def json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        body = "".join(f"<tr><td><b>{escape(k)}</b></td><td>{escape(str(v))}</td></tr>" for k, v in self.rows())
-        problems = "".join(
-            f"<li><b>{escape(s)}</b>: {escape(m)}<br><i>fix:</i> {escape(f)}</li>" for s, m, f in self.problems
-        ) or "<li>No known problems found.</li>"
-        return f"<table>{body}</table><p><b>Problems</b></p><ul>{problems}</ul>"
-
-    def __str__(self) -> str:
-        return self.text()
-
-
-def find_problems(facts: dict) -> list[tuple[str, str, str]]:
-    problems = []
-    if facts["gpu"] is None and facts["gpu_hardware"]:
-        problems.append(("error", "A GPU is present but torch cannot use it (CPU-only torch or a driver mismatch).",
-                         "On Colab never reinstall torch: Runtime > Disconnect and delete runtime, then install "
-                         "only this package. Elsewhere install a CUDA build of torch."))
-    if facts["gpu"] is None and facts["runtime"] in ("colab", "kaggle"):
-        problems.append(("warning", "No GPU on this runtime: notebooks fall back to the `tiny` profile.",
-                         "Colab: Runtime > Change runtime type > T4 GPU. Kaggle: Settings > Accelerator > GPU T4."))
-    widgets = facts["versions"].get("ipywidgets")
-    if facts["runtime"] == "colab" and widgets and _version_tuple(widgets) >= (8,):
-        problems.append(("warning", f"ipywidgets {widgets} on Colab: version 8 widgets do not render there.",
-                         "pip install 'ipywidgets==7.7.1' and restart the runtime."))
-    free_disk = facts["disk"]["free_gb"]
-    if free_disk is not None and free_disk < LOW_DISK_GB:
-        problems.append(("warning", f"Only {free_disk} GiB of disk free: one SD checkpoint needs 2-7 GB.",
-                         "Delete old outputs or the model cache (huggingface-cli delete-cache)."))
-    total_ram = facts["ram"]["total_gb"]
-    if total_ram is not None and total_ram < LOW_RAM_GB:
-        problems.append(("warning", f"Only {total_ram} GiB of RAM: loading large checkpoints may crash the kernel.",
-                         "Use the fp16/safetensors variants and load straight to the GPU."))
-    if facts.get("workspace") and not facts["workspace"]["writable"]:
-        problems.append(("error", f"The workspace {facts['workspace']['path']} is not writable: outputs cannot be saved.",
-                         "Pass output_dir= (or --out) pointing at a folder you can write, or fix its permissions."))
-    if facts["runtime"] == "colab" and facts.get("drive_mounted") is False:
-        problems.append(("warning", "Google Drive is not mounted: outputs and checkpoints vanish with the runtime.",
-                         "Run 00_setup with mount_drive=True, or google.colab.drive.mount('/content/drive')."))
-    gpu_info = facts["gpu"]
-    if gpu_info and gpu_info["free_gb"] < LOW_VRAM_GB:
-        problems.append(("warning", f"Only {gpu_info['free_gb']} GiB of VRAM free: another notebook or a crashed run "
-                                    "still holds GPU memory.",
-                         "Free it (del pipe; gc.collect(); torch.cuda.empty_cache()) or restart the runtime."))
-    if not facts["hf_token"] and facts.get("auto_profile") not in (None, "tiny"):
-        from nbhelpers.access import gated_models, page
-
-        problems.append(("warning", "No Hugging Face token: the Hub will refuse the gated models "
-                                    + ", ".join(gated_models()) + " (01b, 06, 09).",
-                         "Accept each licence while logged in (" + ", ".join(page(m) for m in gated_models())
-                         + "), create a read token, and on Colab add it as the secret HF_TOKEN (key icon in the "
-                           "left bar); elsewhere export HF_TOKEN. Then: nbhelpers doctor --check-access"))
-    for model, message in facts.get("hub_refused", []):
-        problems.append(("error", message.splitlines()[0], " ".join(line.strip() for line in message.splitlines()[1:])))
-    for name, (low, high) in TESTED_RANGES.items():
-        version = facts["versions"].get(name)
-        if version and not (_version_tuple(low) <= _version_tuple(version) < _version_tuple(high)):
-            problems.append(("warning", f"{name} {version} is outside the tested range [{low}, {high}).",
-                             f"pip install '{name}>={low},<{high}' (on Colab, restart the runtime afterwards)."))
-    return problems
-
-
-def workspace_status(path: str | os.PathLike | None = None) -> dict:
-    """The workspace folder and whether it can be written, without creating anything."""
-    from nbhelpers import persist
-
-    path = persist.default_workspace() if path is None else path
-    existing = Path(path).resolve()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return {"path": str(Path(path).resolve()), "writable": os.access(existing, os.W_OK)}
-
-
-def collect(path: str | os.PathLike | None = None) -> dict:
-    from nbhelpers import persist
-    from nbhelpers.profiles import auto_profile_name
-
-    gpu_info = gpu()
-    return {
-        "runtime": runtime(),
-        "python": sys.version.split()[0],
-        "gpu": gpu_info,
-        "gpu_hardware": gpu_hardware_present(),
-        "dtype": best_dtype(gpu_info),
-        "ram": ram(),
-        "disk": disk(path or "."),
-        "hf_token": hf_token_available(),
-        "workspace": workspace_status(path),
-        "drive_mounted": (persist.DRIVE_MOUNT / "MyDrive").is_dir() if runtime() == "colab" else None,
-        "versions": versions(),
-        "auto_profile": auto_profile_name(gpu_info),
-    }
-
-
-def doctor(path: str | os.PathLike | None = None, check_access: bool = False) -> Report:
-    """`check_access` also asks the Hub whether this token may download each gated default model (network)."""
-    facts = collect(path)
-    if check_access:
-        from nbhelpers.access import check_access as refused
-
-        facts["hub_refused"] = refused()
-    return Report(facts, find_problems(facts))

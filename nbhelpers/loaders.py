@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from nbhelpers import checks, persist, rehearsal
+from nbhelpers import checks, dtypes, persist, rehearsal
 from nbhelpers.access import hub_access
 from nbhelpers.profiles import CHAT_TASKS, LAB_PREFIX, TINY_PREFIX, ModelSpec, Profile, get_profile
 
@@ -45,12 +45,6 @@ def quiet_loading(*libraries):
             library.utils.logging.enable_progress_bar()
 
 
-def torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
 def device_for(profile: Profile) -> str:
     import torch
 
@@ -73,7 +67,7 @@ def load_chat(profile: Profile | str = "auto", task: str = "chat"):
     with hub_access(spec.source), quiet_loading(transformers):  # gated or no token: one clear message
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
+            source, dtype=dtypes.to_torch(spec.dtype if device == "cuda" else "float32"), use_safetensors=True,
             device_map=device if device == "cuda" else None,
         )
     if device == "cpu" and hasattr(model, "set_experts_implementation"):
@@ -92,11 +86,11 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
     pipeline_class = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForText2Image
     options = {"use_safetensors": True, "safety_checker": None, "requires_safety_checker": False}
     if device == "cuda":
-        options["torch_dtype"] = torch_dtype(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
+        options["torch_dtype"] = dtypes.to_torch(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
         if spec.variant:
             options["variant"] = spec.variant
     elif not spec.is_offline and rehearsal.enabled():
-        options["torch_dtype"] = torch_dtype(rehearsal.cpu_dtype(spec.source))  # SDXL: bfloat16 to fit the RAM
+        options["torch_dtype"] = dtypes.to_torch(rehearsal.cpu_dtype(spec.source))  # SDXL: bfloat16 to fit the RAM
     import diffusers
     import transformers
 

@@ -103,10 +103,18 @@ def configure_model_cache(path: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["HF_HOME"])
     cache = Path(path) if path is not None else default_model_cache()
     late = [name for name in ("diffusers", "transformers", "huggingface_hub") if name in sys.modules]
-    if late and os.environ.get("HF_HOME") != str(cache):
-        print(f"Note: {', '.join(late)} already imported; restart the runtime for the cache at {cache} to apply.")
+    if late and os.environ.get("HF_HOME") != str(cache) and _cache_read_at_import() != cache.expanduser().resolve():
+        # only when it matters: a script that imported transformers first already uses the default cache
+        restart = "restart Python" if env.runtime() == "local" else "restart the runtime"
+        print(f"Note: {', '.join(late)} already imported; {restart} for the cache at {cache} to apply.")
     os.environ["HF_HOME"] = str(cache)
     return cache
+
+
+def _cache_read_at_import() -> Path | None:
+    """The HF_HOME huggingface_hub read when it was imported (diffusers and transformers import it first)."""
+    home = getattr(sys.modules.get("huggingface_hub.constants"), "HF_HOME", None)
+    return Path(home).expanduser().resolve() if home else None
 
 
 def nbhelpers_cache() -> Path:

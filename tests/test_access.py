@@ -1,12 +1,11 @@
 """Gated models: a faked Hub refusal becomes one message naming the model, its licence page and HF_TOKEN."""
 
 import importlib
-import re
 from pathlib import Path
 
 import pytest
 
-from nbhelpers import access, env, loaders
+from nbhelpers import access, doctor, env, loaders
 from nbhelpers.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +101,7 @@ def test_doctor_names_refused_models_and_warns_without_a_token(monkeypatch):
     monkeypatch.setattr(env, "hf_token_available", lambda: False)
     monkeypatch.setattr(env, "gpu", lambda: {"name": "Tesla T4", "count": 1, "total_gb": 14.7, "free_gb": 14.6,
                                              "capability": "7.5", "bf16": False})
-    report = env.doctor(check_access=True)
+    report = doctor.report(check_access=True)
     errors = [p for p in report.problems if p[0] == "error" and MIXTRAL in p[1]]
     assert len(errors) == 1 and "HF_TOKEN" in errors[0][2] and f"https://huggingface.co/{MIXTRAL}" in errors[0][2]
     assert not any("stable-diffusion-3" in p[1] and p[0] == "error" for p in report.problems)  # that one passed

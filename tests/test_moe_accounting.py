@@ -32,6 +32,9 @@ def test_memory_plan_says_mixtral_does_not_fit_a_t4_but_granite_does():
     assert memory_plan("mixtral-8x7b", "float16", T4_GB)["fits"] is False
     granite = memory_plan("granite-3.1-3b-a800m-instruct", "float16", T4_GB)
     assert granite["fits"] is True and 6 < granite["weights_gb"] < 7
+    # 15,360 MiB is all the T4 shows: weights that leave less than the reserve free do not fit
+    assert memory_plan("granite-3.1-3b-a800m-instruct", "float16", granite["weights_gb"] + 0.5)["fits"] is False
+    assert memory_plan("granite-3.1-3b-a800m-instruct", "float16", granite["weights_gb"] + 1.5)["fits"] is True
 
 
 def test_kv_cache_of_mixtral_at_32k_in_fp16_is_4_29_gb():

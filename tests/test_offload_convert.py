@@ -7,7 +7,9 @@ import torch
 
 from nbhelpers.checks import ParameterError
 from nbhelpers.moe.offload import offload_experts
-from nbhelpers.moe.offload.convert import conversion_budget, convert_checkpoint, load_offloaded, memory_plan
+from nbhelpers.moe.offload.budgets import conversion_budget, memory_plan
+from nbhelpers.moe.offload.convert import convert_checkpoint
+from nbhelpers.moe.offload.load import load_offloaded
 
 
 @pytest.fixture(scope="module")

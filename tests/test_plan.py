@@ -120,6 +120,21 @@ def test_cli_plan_text_json_and_errors(capsys):
     assert "a100-80" in capsys.readouterr().err
 
 
+def test_plan_accepts_the_hub_ids_of_the_models_it_knows(capsys):
+    assert configs.check_model("stable-diffusion-v1-5/stable-diffusion-v1-5") == "sd15"
+    assert configs.check_model("mistralai/Mixtral-8x7B-Instruct-v0.1") == "mixtral-8x7b"  # same shapes as the base
+    assert configs.check_model("MISTRALAI/mixtral-8x7b-v0.1") == "mixtral-8x7b"  # the Hub ignores case
+    assert configs.check_model("ibm-granite/granite-3.1-3b-a800m-instruct") == "granite-3.1-3b-a800m-instruct"
+    assert plan("stabilityai/stable-diffusion-xl-base-1.0", "t4")["model"] == "sdxl"
+    assert cli.main(["plan", "mistralai/Mixtral-8x7B-Instruct-v0.1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "mixtral-8x7b" and result["parameters"] == 46_702_792_704
+    with pytest.raises(ParameterError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        configs.check_model("runwayml/stable-diffusion-v1-5")  # gone from the Hub, and not a shipped source
+    assert cli.main(["plan", "someone/unknown-model"]) == 2
+    assert "Hub id" in capsys.readouterr().err
+
+
 def test_predicted_peak_within_15_percent_of_measured_on_cpu():
     """Settings not used to fit the constants; a fresh process measures the peak RSS rise of tiny-SD generations."""
     from nbhelpers.plan.measure import measure_tiny
@@ -136,7 +151,7 @@ def test_predicted_peak_within_15_percent_of_measured_on_cpu():
 
 
 def test_the_planner_and_the_offload_engine_agree_on_mixtral():
-    """`nbhelpers plan` and 01b's table come from one computation (moe.offload.convert.memory_bytes)."""
+    """`nbhelpers plan` and 01b's table come from one computation (moe.offload.budgets.memory_bytes)."""
     from nbhelpers.moe.offload import lesson
     from nbhelpers.plan import verdict
 

@@ -17,10 +17,10 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from nbhelpers import checks
+from nbhelpers import checks, dtypes
 from nbhelpers.bench import models
 
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = tuple(dtypes.SHORT.values())  # the command line's short names ("fp16")
 ATTENTION = ("sdpa", "eager")
 PROMPT = "a red circle on a white background"
 
@@ -96,7 +96,7 @@ def _peak_tracker(device: str):
         return reset, lambda: torch.cuda.max_memory_allocated()
     from nbhelpers.plan import measure
 
-    return measure._reset_peak, lambda: measure._status("VmHWM")
+    return measure.reset_peak, measure.peak
 
 
 def _configure(pipe, point: dict, base_unet):

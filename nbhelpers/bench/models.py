@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from nbhelpers import checks
+from nbhelpers import checks, dtypes
 from nbhelpers.plan import configs
 
 RANDOM_PREFIX = "random:"
@@ -31,9 +31,7 @@ def is_random(name: str) -> bool:
 def load(name: str, device: str = "cpu", dtype: str = "fp32"):
     """A ready pipeline (progress bar off) for benchmark model `name`."""
     check(name)
-    import torch
-
-    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    torch_dtype = dtypes.to_torch(dtype)
     if name == "tiny":
         from nbhelpers import loaders
 
@@ -41,11 +39,11 @@ def load(name: str, device: str = "cpu", dtype: str = "fp32"):
     elif is_random(name):
         pipe = _random_pipeline(name.removeprefix(RANDOM_PREFIX))
     else:
-        pipe = _hub_pipeline(name, torch_dtype)
+        pipe, offloaded = _hub_pipeline(name, torch_dtype)
+        if not offloaded:  # an offloaded pipeline moves its components itself; quantized weights must not be cast
+            pipe.to(device)
     if name == "tiny" or is_random(name):
         pipe.to(device, torch_dtype)
-    elif not getattr(pipe, "_nbhelpers_offloaded", False):
-        pipe.to(device)  # quantized weights must not be cast
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -67,15 +65,16 @@ def _random_pipeline(model: str):
 
 
 def _hub_pipeline(model: str, torch_dtype):
-    """Real weights, in the planner's setting for this GPU (GPU only; not run under the tiny profile)."""
+    """(pipeline, whether it offloads to the CPU) with real weights, in the planner's setting for this GPU (GPU only;
+    not run under the tiny profile)."""
     import torch
 
-    from nbhelpers import env, loaders
+    from nbhelpers import env, loaders, profiles
     from nbhelpers.plan import plan
 
     if not torch.cuda.is_available():
         raise checks.ParameterError("model", model, "real weights need a GPU; use 'tiny' or 'random:sd15' here")
-    gpu = "t4" if env.gpu()["total_gb"] < 20 else "a100-40"
+    gpu = "t4" if profiles.auto_profile_name(env.gpu()) == "t4" else "a100-40"  # the profiles' GPU-size threshold
     verdict = plan(model, gpu)
     chosen = next((s for s in verdict["settings"] if s["fits"]), None)
     if chosen is None:
@@ -93,10 +92,8 @@ def _hub_pipeline(model: str, torch_dtype):
     pipe = loaders.load_hub_pipeline(configs.source(model), **options)
     if chosen["offload"] == "model":
         pipe.enable_model_cpu_offload()
-        pipe._nbhelpers_offloaded = True
     elif chosen["offload"] == "sequential":
         pipe.enable_sequential_cpu_offload()
-        pipe._nbhelpers_offloaded = True
     if chosen["vae_tiling"]:
         pipe.vae.enable_tiling()
-    return pipe
+    return pipe, chosen["offload"] != "none"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nbhelpers.bench.harness import Grid
 
-# Published figures (sources in GUIDE.md): not measured here, and labelled so wherever they are shown.
+# Published figures, each with its source: not measured here, and labelled so wherever they are shown.
 PUBLISHED_T4 = [
     {"model": "sd15", "what": "512x512, fp16 + SDPA", "value": 6.9, "unit": "it/s",
      "source": "diffusers benchmark table (published)"},

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbhelpers import checks
+from nbhelpers import checks, dtypes
 from nbhelpers.moe.layouts import num_experts, top_k
 from nbhelpers.paths import data_dir
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1, "int4": 0.5}
+DTYPE_BYTES = {**dtypes.BYTES, "int8": 1, "int4": 0.5}  # storage per weight: the float dtypes and quantized ones
 GB = 1e9  # decimal gigabytes, as model cards and the Mixtral paper count
-T4_GB = 15360 * 2**20 / GB  # a free Colab T4 shows 15,360 MiB: 16.1 GB
+T4_VISIBLE_MIB = 15360  # what a free Colab/Kaggle T4 shows (nvidia-smi, torch.cuda.mem_get_info)
+T4_GB = T4_VISIBLE_MIB * 2**20 / GB  # the same 15,360 MiB in decimal GB: 16.1, all of it, before any reserve
+RESERVE_GB = 1.0  # CUDA context, activations and fragmentation: never plan to the last byte
 
 
 def shipped_configs() -> dict:
@@ -49,12 +51,17 @@ def load_config(name_or_path):
     return AutoConfig.for_model(model_type, **values)
 
 
-def _meta_model(config):
-    import torch
+def meta_model(config):
+    """The transformers model of `config` without weights: parameters on PyTorch's meta device (shapes and dtypes,
+    no storage), buffers real. The package's one such builder: it counts parameters here and in the planner, and
+    the offload loader assigns weights into it, which is why the (small) buffers such as rotary tables are real."""
+    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # built this way, tied embeddings stay two parameters until tied: count them once
+    return model
 
 
 def count_parameters(config) -> dict:
@@ -74,7 +81,7 @@ _COUNTS: dict = {}
 
 
 def _count(config) -> dict:
-    model = _meta_model(config)
+    model = meta_model(config)
     total = experts = 0
     for name, parameter in model.named_parameters():  # named_parameters skips a tied copy
         total += parameter.numel()
@@ -88,7 +95,8 @@ def _count(config) -> dict:
 
 
 def memory_plan(config, dtype: str = "float16", gpu_gb: float | None = None) -> dict:
-    """Weight memory of the model in `dtype` against a GPU (`gpu_gb` decimal GB; None: the GPU here, if any)."""
+    """Weight memory of the model in `dtype` against a GPU (`gpu_gb` decimal GB; None: the GPU here, if any).
+    The weights fit when they leave `RESERVE_GB` of the GPU free."""
     checks.choice("dtype", dtype, DTYPE_BYTES)
     counts = count_parameters(config)
     weights = counts["total"] * DTYPE_BYTES[dtype]
@@ -99,5 +107,5 @@ def memory_plan(config, dtype: str = "float16", gpu_gb: float | None = None) -> 
         gpu_gb = gpu["total_gb"] * 1024**3 / GB if gpu else None
     plan = {"dtype": dtype, "weights_gb": round(weights / GB, 2), "gpu_gb": gpu_gb,
             "active_weights_gb": round(counts["active"] * DTYPE_BYTES[dtype] / GB, 2)}
-    plan["fits"] = None if gpu_gb is None else weights / GB < gpu_gb
+    plan["fits"] = None if gpu_gb is None else weights / GB + RESERVE_GB <= gpu_gb
     return plan

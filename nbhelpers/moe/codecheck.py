@@ -68,13 +68,17 @@ CODE_TASK = {
 }
 
 
+def operation_tests(name: str, expression: str) -> str:
+    """Asserts that `name(a, b)` equals `expression` (a Python expression in a and b) on a few pairs (b never 0)."""
+    pairs = [(7, 2), (3, 5), (9, 4), (2, 3)]
+    return "\n".join(f"a, b = {a}, {b}\nassert abs({name}({a}, {b}) - ({expression})) < 1e-9" for a, b in pairs)
+
+
 def code_task(name: str) -> dict:
     """A code task by name: "palindrome" (natural language, for real models) or "lab" (the lab task form)."""
     checks.choice("code_task", name, ("palindrome", "lab"))
     if name == "palindrome":
         return CODE_TASK
-    from nbhelpers.lab.tasks import code_tests
-
     return {"prompt": "Write a Python function named mix_experts that returns the product of a and b.",
-            "tests": code_tests("mix_experts", "product"),
+            "tests": operation_tests("mix_experts", "a * b"),
             "reference": "```python\ndef mix_experts(a, b):\n    return a * b\n```"}

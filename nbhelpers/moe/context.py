@@ -13,9 +13,7 @@ from __future__ import annotations
 import random
 
 from nbhelpers import checks
-from nbhelpers.moe.accounting import DTYPE_BYTES, GB, memory_plan
-
-RESERVE_GB = 1.0  # CUDA context, activations and fragmentation: never plan to the last byte
+from nbhelpers.moe.accounting import DTYPE_BYTES, GB, RESERVE_GB, memory_plan
 
 
 def head_dim(config) -> int:

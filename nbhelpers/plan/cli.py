@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     from nbhelpers.plan.gpus import ALIASES, GPUS
 
     verb = subparsers.add_parser("plan", help="will MODEL fit a GPU? parameters, memory per setting, cheapest fit")
-    verb.add_argument("model", help="sd15, sdxl, sd3-medium, flux1-schnell, mixtral-8x7b, t4-moe, tiny-sd, ...")
+    verb.add_argument("model", help="sd15, sdxl, sd3-medium, flux1-schnell, mixtral-8x7b, t4-moe, tiny-sd, ... or "
+                                    "their Hub ids (stable-diffusion-v1-5/stable-diffusion-v1-5, ...)")
     verb.add_argument("--gpu", default="t4", help="one of " + ", ".join(list(GPUS) + list(ALIASES)) + " (default t4)")
     verb.add_argument("--width", type=int, default=None, help="image width (default: the model's own)")
     verb.add_argument("--height", type=int, default=None, help="image height (default: the model's own)")

@@ -30,11 +30,28 @@ def model_names() -> tuple[str, ...]:
     return DIFFUSION + moe_names() + tuple(MOE_ALIASES) + TINY
 
 
+# Hub checkpoints with the same architecture as a shipped config (fine-tunes keep every shape), by the id users type
+SAME_ARCHITECTURE = {"mistralai/Mixtral-8x7B-Instruct-v0.1": "mixtral-8x7b"}
+
+
+def hub_ids() -> dict:
+    """Hub id (lower case: the Hub ignores case) -> the shipped model's short name: each config's own source and
+    the same-architecture checkpoints above."""
+    ids = {key.lower(): name for key, name in SAME_ARCHITECTURE.items()}
+    for name in DIFFUSION + moe_names():
+        ids[source(name).lower()] = name
+    return ids
+
+
 def check_model(name) -> str:
+    """The short name of a model the planner knows, given its short name or its Hub id."""
     name = MOE_ALIASES.get(name, name)
+    if isinstance(name, str) and "/" in name:
+        name = hub_ids().get(name.lower(), name)
     allowed = model_names()
     if name not in allowed:
-        raise checks.ParameterError("model", name, "choose one of " + ", ".join(allowed))
+        raise checks.ParameterError("model", name, "choose one of " + ", ".join(allowed)
+                                    + " or the Hub id of one (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)")
     return name
 
 
@@ -65,6 +82,7 @@ def component_classes(name: str) -> dict:
 
 
 def source(name: str) -> str:
+    """The Hub id a shipped config was taken from ("tiny:sd" for the offline tiny pipeline)."""
     if name == "tiny-sd":
         return "tiny:sd"
     if kind(name) == "moe":
@@ -143,11 +161,7 @@ def _moe_components(name: str) -> list[ComponentCount]:
 
     config = accounting.load_config(name)
     counted = accounting.count_parameters(config)  # the MoE module's own meta-device count, used as is
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    model = accounting.meta_model(config)
     total, linear = count_module(model)
     if total != counted["total"]:
         raise RuntimeError(f"{name}: {total} parameters here but {counted['total']} in moe.accounting")

@@ -33,11 +33,11 @@ activations = batch * context * (K_LLM * h + 2 * i * top_k) * b, plus the last t
 
 from __future__ import annotations
 
-from nbhelpers import checks
+from nbhelpers import checks, dtypes
 from nbhelpers.plan import configs
 
 GIB = 2**30
-DTYPE_BITS = {"fp32": 32, "fp16": 16, "bf16": 16}
+DTYPE_BITS = {name: 8 * size for name, size in dtypes.BYTES.items()}
 # awq4: AutoAWQ 4-bit, groups of 128 with an fp16 scale and a 4-bit zero each (4 + 20/128 bits), what the
 # pre-quantized checkpoints vLLM serves use (nbhelpers.serve.vllm_engine)
 QUANT_BITS = {"int8": 8, "nf4": 4.5, "hqq4": 4.25, "hqq2": 3.0, "awq4": 4 + 20 / 128}
@@ -51,10 +51,11 @@ CUDA_CONTEXT_GIB = 0.4  # the CUDA context and cuBLAS workspaces live outside Py
 
 
 def check_dtype(dtype: str) -> str:
-    return checks.choice("dtype", dtype, DTYPE_BITS)
+    """The dtype's name ("float16"); the short names ("fp16") are accepted too."""
+    return dtypes.name(dtype)
 
 
-def weight_bytes(component: configs.ComponentCount, dtype: str = "fp16", quant: str | None = None,
+def weight_bytes(component: configs.ComponentCount, dtype: str = "float16", quant: str | None = None,
                  expert_quant: str | None = None) -> int:
     """Bytes of one component's weights. `quant` applies to linear layers, `expert_quant` (default: `quant`) to
     fused MoE experts. (Expert offloading's split between GPU and RAM is the engine's: moe.offload.memory_bytes.)"""
@@ -78,7 +79,7 @@ def vae_upcast(model: str) -> bool:
     return model == "sdxl" and "vae" in classes and configs.component_config(model, "vae").get("force_upcast", False)
 
 
-def diffusion_activations(model: str, width: int, height: int, batch: int = 1, dtype: str = "fp16",
+def diffusion_activations(model: str, width: int, height: int, batch: int = 1, dtype: str = "float16",
                           attention: str = "sdpa", vae_tiling: bool = False) -> dict:
     """Peak activation bytes per component (each runs alone: the text encoders, the denoiser, the VAE decoder)."""
     b = DTYPE_BITS[check_dtype(dtype)] // 8
@@ -143,15 +144,14 @@ def _llm_config(model: str):
     return accounting.load_config(model)
 
 
-def kv_cache_bytes(model: str, context: int, batch: int = 1, dtype: str = "fp16") -> int:
+def kv_cache_bytes(model: str, context: int, batch: int = 1, dtype: str = "float16") -> int:
     """The same formula as notebook 01's planner (nbhelpers.moe.context), for a shipped model name."""
     from nbhelpers.moe import context as moe_context
 
-    full_name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[check_dtype(dtype)]
-    return moe_context.kv_cache_bytes(_llm_config(model), context, full_name, batch)
+    return moe_context.kv_cache_bytes(_llm_config(model), context, check_dtype(dtype), batch)
 
 
-def llm_activation_bytes(model: str, context: int, batch: int = 1, dtype: str = "fp16") -> int:
+def llm_activation_bytes(model: str, context: int, batch: int = 1, dtype: str = "float16") -> int:
     config = _llm_config(model)
     b = DTYPE_BITS[check_dtype(dtype)] // 8
     top_k = getattr(config, "num_experts_per_tok", 1)

@@ -15,7 +15,7 @@ The RAM peak counts what passes through RAM while loading: diffusers builds a wh
 
 from __future__ import annotations
 
-from nbhelpers import checks
+from nbhelpers import checks, dtypes
 from nbhelpers.plan import configs, memory
 from nbhelpers.plan.gpus import get_gpu, gpu_key
 
@@ -51,7 +51,7 @@ def _diffusion_settings(model, gpu, width, height, batch, dtype, attention) -> l
             for tiling in (False, True):
                 weights = {}
                 for name, count in counts.items():
-                    component_dtype = "fp32" if name == "vae" and memory.vae_upcast(model) else dtype
+                    component_dtype = "float32" if name == "vae" and memory.vae_upcast(model) else dtype
                     weights[name] = memory.weight_bytes(count, component_dtype,
                                                         quant if _quantizable(classes[name][1]) else None)
                 acts = memory.diffusion_activations(model, width, height, batch, dtype, attention, tiling)
@@ -61,7 +61,7 @@ def _diffusion_settings(model, gpu, width, height, batch, dtype, attention) -> l
                 else:
                     gpu_peak = max(weights[n] + acts.get(n, 0) for n in weights) + context
                 ram_peak = RAM_BASE_GIB * GIB + sum(weights.values())
-                label = [dtype if not quant else f"{quant} denoiser/T5"]
+                label = [dtypes.short(dtype) if not quant else f"{quant} denoiser/T5"]
                 label += ["model CPU offload"] if offload == "model" else []
                 label += ["VAE tiling"] if tiling else []
                 settings.append({"setting": " + ".join(label), "quantization": quant, "offload": offload,
@@ -71,8 +71,8 @@ def _diffusion_settings(model, gpu, width, height, batch, dtype, attention) -> l
     largest_layer = max(c.total for c in counts.values()) * 2 / 40  # a block of the biggest component, roughly
     gpu_peak = max(acts.values()) + largest_layer + memory.CUDA_CONTEXT_GIB * GIB
     ram_peak = RAM_BASE_GIB * GIB + sum(memory.weight_bytes(c, dtype) for c in counts.values())
-    settings.append({"setting": f"{dtype} + sequential CPU offload + VAE tiling (very slow)", "quantization": None,
-                     "offload": "sequential", "vae_tiling": True, "gpu_gib": memory.gib(gpu_peak),
+    settings.append({"setting": f"{dtypes.short(dtype)} + sequential CPU offload + VAE tiling (very slow)",
+                     "quantization": None, "offload": "sequential", "vae_tiling": True, "gpu_gib": memory.gib(gpu_peak),
                      "ram_gib": memory.gib(ram_peak), "fits": _fits(gpu_peak, ram_peak, gpu)})
     return settings
 
@@ -95,29 +95,30 @@ def _moe_settings(model, gpu, context, batch, dtype) -> list[dict]:
     bnb_note = "bitsandbytes in transformers 5 skips fused expert weights (bitsandbytes #1849): quantize them yourself"
     for quant in (None, "int8", "nf4"):
         weights = memory.weight_bytes(count, dtype, quant)
-        add(quant or dtype, quant, quant, weights, min(weights, SHARD_GIB * GIB), bnb_note if quant else "")
+        add(quant or dtypes.short(dtype), quant, quant, weights, min(weights, SHARD_GIB * GIB),
+            bnb_note if quant else "")
     hqq = memory.weight_bytes(count, dtype, "hqq4", "hqq2")
     add("HQQ attention 4-bit + experts 2-bit, all on the GPU", "hqq4", "hqq2", hqq, min(hqq, SHARD_GIB * GIB),
         "mixtral-offloading's published format (17.5 GB for Mixtral)")
     add(*_expert_offloading(model, dtype), "what 01b runs; mixtral-offloading: 2.09 tok/s on a Colab T4 (published)")
-    non_expert = memory.weight_bytes(count, dtype) - count.experts * memory.DTYPE_BITS[dtype] // 8
-    one_layer = count.experts * memory.DTYPE_BITS[dtype] // 8 // max(1, _layers(model))
-    add(f"{dtype} + sequential offload of experts (very slow)", None, None, non_expert + one_layer,
+    non_expert = memory.weight_bytes(count, dtype) - count.experts * dtypes.BYTES[dtype]
+    one_layer = count.experts * dtypes.BYTES[dtype] // max(1, _layers(model))
+    add(f"{dtypes.short(dtype)} + sequential offload of experts (very slow)", None, None, non_expert + one_layer,
         memory.weight_bytes(count, dtype), "naive accelerate offloading: 0.66 tok/s for Mixtral on a T4 (published)")
     return rows
 
 
 def _expert_offloading(model: str, dtype: str) -> tuple:
     """The row of nbhelpers.moe.offload with HQQ int2 experts, half of each layer's experts cached on the GPU: the
-    engine's own memory figures (`moe.offload.convert.memory_bytes`), so the planner and 01b agree."""
+    engine's own memory figures (`moe.offload.budgets.memory_bytes`), so the planner and 01b agree."""
     from nbhelpers.moe import accounting
-    from nbhelpers.moe.offload.convert import memory_bytes
+    from nbhelpers.moe.offload.budgets import memory_bytes
     from nbhelpers.moe.offload.support import expert_count
 
     config = accounting.load_config(model)
     count = expert_count(config)
     cache = max(1, count // 2)
-    b = memory_bytes(config, cache, "int2", dtype_bytes=memory.DTYPE_BITS[dtype] // 8)
+    b = memory_bytes(config, cache, "int2", dtype_bytes=dtypes.BYTES[dtype])
     name = f"expert offloading (HQQ int2, {cache} of {count} experts per layer on the GPU, LRU)"
     return name, None, "int2", b["gpu_rest"] + b["gpu_experts"] + b["gpu_workspace"], b["ram_pinned"]
 
@@ -141,14 +142,14 @@ def plan(model: str, gpu: str = "t4", *, width: int | None = None, height: int |
             checks.integer(name, value, minimum=64, maximum=4096)
             if value % 64:
                 raise checks.ParameterError(name, value, "must be a multiple of 64")
-    dtype = "bf16" if card.bf16 else "fp16"
+    dtype = "bfloat16" if card.bf16 else "float16"
     kind = configs.kind(model)
     counts = configs.components(model)
     result = {"model": model, "source": configs.source(model), "gpu": gpu_key(gpu), "gpu_name": card.name,
-              "vram_gib": card.vram_gib, "ram_gib": card.ram_gib, "kind": kind, "dtype": dtype,
+              "vram_gib": card.vram_gib, "ram_gib": card.ram_gib, "kind": kind, "dtype": dtypes.short(dtype),
               "parameters": sum(c.total for c in counts),
               "components": [dict(c.as_dict(), analytic=configs.analytic_count(model, c),
-                                  weights_16bit_gib=memory.gib(memory.weight_bytes(c, "fp16"))) for c in counts]}
+                                  weights_16bit_gib=memory.gib(memory.weight_bytes(c, "float16"))) for c in counts]}
     if kind == "diffusion":
         side = default_size(model)
         width, height = width or side, height or side

@@ -116,7 +116,7 @@ def _fill(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    from nbhelpers.cli import guarded
+    from nbhelpers.guard import guarded
 
     parser = argparse.ArgumentParser(prog="python -m nbhelpers.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

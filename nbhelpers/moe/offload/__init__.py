@@ -5,7 +5,9 @@
 - experts:  the experts module that replaces `block.experts` (the library's math, weights from the cache)
 - prefetch: guess the next layer's experts with its router and start copying them
 - engine:   `offload_experts(model, cache_size=..., quantization=..., prefetch=...)` -> engine with `.stats()`
-- convert:  stream a checkpoint shard by shard, quantize the experts, save a compact checkpoint; load it
+- convert:  stream a checkpoint shard by shard, quantize the experts, save a compact checkpoint
+- load:     load that checkpoint into the engine without materializing the 16-bit experts
+- budgets:  memory and disk the engine and the converter need, from a config (arithmetic, no torch at import)
 - support:  which transformers 5 MoE architectures are supported (fused experts layout)
 
 Importing this package is cheap: torch and transformers load when a function needs them.
@@ -18,8 +20,8 @@ _LAZY = {
     "quantize": "quant", "dequantize": "quant", "bits_per_weight": "quant", "weight_error": "quant",
     "ExpertCache": "cache", "CacheStats": "cache", "OffloadedExperts": "experts", "ExpertCodec": "experts",
     "Prefetcher": "prefetch", "SUPPORTED": "support", "check_supported": "support",
-    "convert_checkpoint": "convert", "load_offloaded": "convert", "conversion_budget": "convert",
-    "memory_plan": "convert", "memory_bytes": "convert",
+    "convert_checkpoint": "convert", "load_offloaded": "load", "conversion_budget": "budgets",
+    "memory_plan": "budgets", "memory_bytes": "budgets",
 }
 
 

@@ -1,35 +1,26 @@
-"""Getting a big MoE checkpoint onto a small machine: convert it shard by shard, then load it into the engine.
+"""Getting a big MoE checkpoint onto a small machine: convert it shard by shard into a compact checkpoint.
 
 `convert_checkpoint(source, out_dir, quantization="int2")` reads a safetensors checkpoint (a local folder, or a Hub
 id fetched one shard at a time and deleted after use) tensor by tensor with `safe_open`, quantizes each expert as
 soon as its matrices are complete, and writes one file per decoder layer as soon as the layer is complete. RAM
-holds at most a layer or two, never the model. `load_offloaded(out_dir, ...)` builds the model on the meta device,
-loads the non-expert weights straight to the GPU and hands the experts to the engine: the 16-bit experts are never
-materialized.
+holds at most a layer or two, never the model. The quantizer runs on the GPU when there is one (milliseconds per
+matrix instead of seconds). `load.load_offloaded` loads the result into the engine; `budgets` says how much disk
+and RAM the conversion needs.
 
 Layout written: `config.json`, tokenizer files, `offload.json` (format, quantization, files), `layer-00000.safetensors`
 (that layer's attention, norms, router, and `...experts.<e>.<part>` tensors), `rest.safetensors` (embeddings, final
 norm, LM head).
-
-Mixtral-8x7B-Instruct on Colab (computed by `conversion_budget`, int2 with groups of 64, non-experts in fp16):
-the output is 17.3 GB (14.1 GB experts + 3.2 GB rest), the largest Hub shard ~5 GB, so ~22.3 GB of local disk at
-the peak (Colab has ~70 GB free; a free Drive's 15 GB cannot hold the result: keep it on local disk); RAM peaks at
-7.3 GB in the worst case (one layer of 16-bit experts waiting across a shard boundary 2.8 GB, two pending output
-layers 1.1 GB, float32 quantizer workspace 1.9 GB, ~1.5 GB for Python and torch) out of 12.7 GB. The quantizer
-runs on the GPU when there is one (milliseconds per matrix instead of seconds).
 """
-
 from __future__ import annotations
 
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nbhelpers import checks, persist
+from nbhelpers import checks, dtypes, persist
 from nbhelpers.moe.offload import quant, support
 from nbhelpers.moe.offload.experts import ExpertCodec
 
@@ -43,23 +34,23 @@ SPLIT_EXPERT = re.compile(r"^model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.exp
                           r"(w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
 FUSED_EXPERTS = re.compile(r"^model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.experts\.(gate_up_proj|down_proj)$")
 ROLE = {"w1": "gate", "w3": "up", "w2": "down", "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+# an expert tensor of the written layout: layer, expert, part ("gate_up.q", "down.scale", ...)
 EXPERT_KEY = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(.+)$")
-DTYPES = {None: None, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def convert_checkpoint(source, out_dir, quantization="int2", group_size=None, dtype="float16", device=None,
                        token=None, keep_shards: bool = False, progress: bool = True, optimize: bool = True) -> Path:
     """Write a compact checkpoint of `source` (local folder or Hub id) into `out_dir`; returns the folder."""
     quant.check_scheme(quantization, group_size)
-    checks.choice("dtype", dtype, DTYPES)
+    dtype = None if dtype is None else dtypes.name(dtype)  # None keeps each tensor's stored dtype
     checks.text("source", str(source))
     out_dir = Path(out_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     reader = _Reader(source, token)
     config = json.loads(reader.file("config.json").read_text())
     checks.choice("model_type", config.get("model_type"), CONVERTIBLE)
-    codec = ExpertCodec(quantization, group_size, storage_dtype=DTYPES[dtype], optimize=optimize)
-    writer = _LayerWriter(config, codec, DTYPES[dtype], device, reader.keys())
+    codec = ExpertCodec(quantization, group_size, storage_dtype=dtypes.to_torch(dtype), optimize=optimize)
+    writer = _LayerWriter(config, codec, dtypes.to_torch(dtype), device, reader.keys())
     from tqdm.auto import tqdm
 
     with persist.atomic_path(out_dir) as tmp:
@@ -223,132 +214,3 @@ class _LayerWriter:
             raise ValueError(f"incomplete experts in the checkpoint: {sorted(self.parts)[:4]}")
         for layer in list(self.pending):  # one-file Hub checkpoints: no index told us when layers end
             self._write(layer)
-
-
-# -- loading ------------------------------------------------------------------------------------------------
-def load_offloaded(folder, cache_size: int = 4, prefetch: bool = True, device=None, exclusive: bool = True,
-                   dtype=None, compile_dequant=None):
-    """(model, engine) from a folder written by `convert_checkpoint`; the experts go straight into the caches."""
-    from nbhelpers.moe.offload import engine as engine_module
-
-    folder = Path(folder)
-    manifest_path = folder / "offload.json"
-    if not manifest_path.exists():
-        raise checks.ParameterError("folder", str(folder), "a folder written by convert_checkpoint")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise checks.ParameterError("folder", str(folder), f"a checkpoint of format {FORMAT} (this one is format "
-                                    f"{manifest.get('format')}: convert the model again)")
-    device = engine_module.check_options(cache_size, manifest["quantization"], manifest["group_size"], prefetch,
-                                         device, manifest["num_experts"])[1]
-    from accelerate import init_empty_weights
-    from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(folder)
-    with init_empty_weights():  # parameters on the meta device, buffers (rotary tables) real
-        model = AutoModelForCausalLM.from_config(config)
-    layers = support.moe_layers(model)
-    for moe in layers:
-        act_fn = moe.block.experts.act_fn
-        moe.block.experts = None
-        moe.act_fn = act_fn
-    state = {}
-    for name in manifest["layers"].values():  # everything but the experts, straight to the device
-        with safe_open(str(folder / name), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                if not EXPERT_KEY.match(key):
-                    tensor = handle.get_tensor(key)
-                    state[key] = tensor.to(device=device, dtype=DTYPES[dtype] or tensor.dtype)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    del state
-    if config.tie_word_embeddings:
-        missing = [k for k in missing if k != "lm_head.weight"]
-        model.tie_weights()
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not match the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    codec = ExpertCodec(manifest["quantization"], manifest["group_size"],
-                        compile_dequant=str(device).startswith("cuda") if compile_dequant is None else compile_dequant)
-    sources = (_layer_experts(folder / manifest["layers"][str(moe.index)], moe, manifest["num_experts"])
-               for moe in layers)  # one layer in RAM at a time: the caches copy it to the GPU and pinned memory
-    engine = engine_module.OffloadEngine(model, layers, sources, codec, cache_size, device, prefetch, exclusive)
-    return model.eval(), engine
-
-
-def _layer_experts(path, moe, num_experts):
-    from safetensors import safe_open
-
-    experts = [{} for _ in range(num_experts)]
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        for key in handle.keys():
-            match = EXPERT_KEY.match(key)
-            if match:
-                experts[int(match.group(2))][match.group(3)] = handle.get_tensor(key)
-    return experts, moe.act_fn
-
-
-# -- budgets --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParameterSplit:
-    rest: int  # parameters that are not experts (attention, norms, routers, embeddings)
-    experts: int  # parameters of all experts
-    per_expert: int
-    count: int  # experts per MoE layer
-    layers: int  # MoE layers
-
-
-def parameter_split(config) -> ParameterSplit:
-    """Where a model's parameters are, counted from its config on the meta device."""
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config)
-    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    total = sum(p.numel() for p in model.parameters())
-    layers = sum(1 for n, _ in model.named_parameters() if n.endswith("experts.down_proj"))
-    count = support.expert_count(config)
-    return ParameterSplit(total - experts, experts, experts // (layers * count), count, layers)
-
-
-def memory_bytes(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
-                 dtype_bytes: int = 2) -> dict:
-    """Bytes of weights the engine holds for `cache_size` experts per layer: on the GPU (the non-expert weights,
-    the cached experts plus the spare buffer of exclusive mode, one dequantized expert as workspace) and in
-    pinned host memory (the other experts). The planner (`nbhelpers plan`) uses the same figures."""
-    split = parameter_split(config)
-    count, layers = split.count, split.layers
-    expert = split.per_expert * quant.bits_per_weight(quantization, group_size, dtype_bytes) / 8
-    on_device = layers * (cache_size + (1 if exclusive and cache_size < count else 0))
-    on_host = layers * (count - cache_size) if exclusive else layers * count
-    return {"expert": expert, "gpu_rest": split.rest * dtype_bytes, "gpu_experts": on_device * expert,
-            "gpu_workspace": split.per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert}
-
-
-def memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
-                dtype_bytes: int = 2) -> dict:
-    """GB of VRAM and of host RAM the engine needs for `cache_size` experts per layer (weights only)."""
-    b = memory_bytes(config, cache_size, quantization, group_size, exclusive, dtype_bytes)
-    gb = 1e9
-    return {"expert_mb": round(b["expert"] / 1e6, 1),
-            "vram_gb": round((b["gpu_rest"] + b["gpu_experts"] + b["gpu_workspace"]) / gb, 2),
-            "vram_experts_gb": round(b["gpu_experts"] / gb, 2), "vram_rest_gb": round(b["gpu_rest"] / gb, 2),
-            "ram_pinned_gb": round(b["ram_pinned"] / gb, 2)}
-
-
-def conversion_budget(config, quantization="int2", group_size=None, dtype_bytes: int = 2, source_bytes: int = 2,
-                      largest_shard_gb: float = 5.0, baseline_gb: float = 1.5) -> dict:
-    """Disk and RAM needed by `convert_checkpoint` (computed, not measured): see the module docstring."""
-    split = parameter_split(config)
-    rest, expert_params, per_expert, layers = split.rest, split.experts, split.per_expert, split.layers
-    bits = quant.bits_per_weight(quantization, group_size, dtype_bytes)
-    out_experts = expert_params * bits / 8
-    out_rest = rest * dtype_bytes
-    layer_out = out_experts / layers + rest * dtype_bytes / layers
-    raw_layer_experts = expert_params / layers * source_bytes  # worst case: a layer split across two shards
-    workspace = per_expert / 3 * 2 * 4 * 4  # the gate_up matrix in float32, ~4 live temporaries in the quantizer
-    gb = 1e9
-    return {"output_gb": round((out_experts + out_rest) / gb, 2), "experts_gb": round(out_experts / gb, 2),
-            "rest_gb": round(out_rest / gb, 2), "peak_disk_gb": round((out_experts + out_rest) / gb +
-                                                                      largest_shard_gb, 2),
-            "peak_ram_gb": round(baseline_gb + (raw_layer_experts + 2 * layer_out + workspace) / gb, 2)}

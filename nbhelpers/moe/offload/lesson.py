@@ -39,7 +39,7 @@ def mixtral_config():
 
 def plan_table(cache_sizes=(2, 3, 4, 5, 6), quantization="int2") -> list[dict]:
     """VRAM and pinned RAM for Mixtral-8x7B at several cache sizes (weights only)."""
-    from nbhelpers.moe.offload.convert import memory_plan
+    from nbhelpers.moe.offload.budgets import memory_plan
 
     config = mixtral_config()
     return [{"cache_size": size, **memory_plan(config, size, quantization)} for size in cache_sizes]
@@ -86,7 +86,7 @@ def load(folder, cache_size: int, prefetch: bool = True):
     """(model, tokenizer, engine) from a converted folder."""
     from transformers import AutoTokenizer
 
-    from nbhelpers.moe.offload.convert import load_offloaded
+    from nbhelpers.moe.offload.load import load_offloaded
 
     model, engine = load_offloaded(folder, cache_size=cache_size, prefetch=prefetch)
     return model, AutoTokenizer.from_pretrained(folder), engine

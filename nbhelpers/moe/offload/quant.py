@@ -20,9 +20,12 @@ because the cache copies plain tensors between fixed device buffers.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from nbhelpers.checks import ParameterError
+
+if TYPE_CHECKING:  # torch loads with the first (de)quantization: the budgets and the planner need only the arithmetic
+    import torch
 
 BITS = {"int8": 8, "int4": 4, "int3": 3, "int2": 2}
 SCHEMES = (None,) + tuple(BITS)
@@ -79,8 +82,11 @@ def quantize(weight: torch.Tensor, quantization: str, group_size=None, optimize:
             "zero": meta["zero"].reshape(out_features, groups).half()}
 
 
-def dequantize(parts: dict, quantization: str, dtype=torch.float32) -> torch.Tensor:
-    """The (out, in) weight back in `dtype`, on the device of `parts` (HQQ's dequantizer)."""
+def dequantize(parts: dict, quantization: str, dtype=None) -> torch.Tensor:
+    """The (out, in) weight back in `dtype` (default float32), on the device of `parts` (HQQ's dequantizer)."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     Quantizer = _hqq()
     bits = BITS[quantization]
     out_features, groups = parts["scale"].shape
@@ -94,7 +100,7 @@ def dequantize(parts: dict, quantization: str, dtype=torch.float32) -> torch.Ten
 
 def weight_error(weight: torch.Tensor, quantization: str, group_size=None, optimize: bool = True) -> dict:
     """Relative RMS and max-abs errors of one round trip: the quality figure quoted in the notebook."""
-    restored = dequantize(quantize(weight, quantization, group_size, optimize), quantization, torch.float32)
+    restored = dequantize(quantize(weight, quantization, group_size, optimize), quantization)
     diff = restored - weight.float()
     return {"relative_rms": (diff.pow(2).mean().sqrt() / weight.float().pow(2).mean().sqrt()).item(),
             "max_abs": diff.abs().max().item()}

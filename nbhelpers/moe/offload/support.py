@@ -24,11 +24,13 @@ PhiMoE and anything else: not tested here, so the engine says so instead of sile
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from nbhelpers.checks import ParameterError
 from nbhelpers.moe.layouts import split_router_output
+
+if TYPE_CHECKING:  # annotations only: `expert_count` serves the budgets, which must not import torch
+    from torch import nn
 
 BLOCKS = {"mixtral": ("mlp", "gate"), "olmoe": ("mlp", "gate"), "qwen2_moe": ("mlp", "gate"),
           "qwen3_moe": ("mlp", "gate"), "granitemoe": ("block_sparse_moe", "router")}
