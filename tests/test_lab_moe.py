@@ -55,9 +55,10 @@ def test_lab_moe_continues_a_french_template_in_french(lab):
 
 def test_lab_moe_routing_follows_the_text_not_one_expert_per_language(lab):
     from nbhelpers import moe
+    from nbhelpers.moe.routing import LANGUAGE_PROMPTS
 
     model, tokenizer = lab
-    routings = [moe.capture_routing(model, tokenizer, text) for text in moe.routing.LANGUAGE_PROMPTS.values()]
+    routings = [moe.capture_routing(model, tokenizer, text) for text in LANGUAGE_PROMPTS.values()]
     rates = moe.same_first_expert_rate(routings)
     assert rates["rate"] > 3 * rates["random_baseline"], rates  # Mixtral: 24-28% against 12.5% at layer 15
     report = train_moe.routing_report(model, tokenizer, docs_per_kind=12)

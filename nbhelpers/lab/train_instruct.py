@@ -217,23 +217,28 @@ def recall_length(step: int, steps: int, rng: random.Random) -> int:
 
 
 def short_item(rng: random.Random, made_up_topics: float) -> tasks.Instance:
-    """A short task example. With `made_up_topics` > 0 (the rules phase) half of them are policy examples, and that
-    share of those use two made-up words as topics instead of the vocabulary's."""
-    if made_up_topics and rng.random() < 0.5:
-        if rng.random() < made_up_topics:
-            return tasks.policy(rng, topics=[tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9)])
-        return tasks.policy(rng)
-    return tasks.make(rng.choice([t for t in tasks.TRAINING_TASKS if t != "recall"]), rng)
+    """A short task example; policy examples use made-up topics with probability `made_up_topics`.
+
+    The made-up list also holds one vocabulary topic, and made-up policy examples skip the held-out split: so a
+    held-out (topic, topic) pair can be trained here. Known, and what produced the shipped weights; the held-out
+    refusal rate (19% after SFT) is if anything flattered by it. The next recipe should draw two made-up words.
+    """
+    task = rng.choice([t for t in tasks.TRAINING_TASKS if t != "recall"])
+    if made_up_topics and task == "policy" and rng.random() < made_up_topics:
+        topics = [tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9), rng.choice(tasks.vocabulary()["topics"])]
+        return tasks.policy(rng, topics=topics)
+    return tasks.make(task, rng)
 
 
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
         corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", made_up_topics: float = 0.0):
     """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
 
-    phase "rules" continues a finished SFT: recall at every length from the start, and half of the short examples
-    policy ones, most with made-up words as topics. After the first phase the model refused a banned topic only
-    when it had seen that very topic refused (held-out refusal 0-20%): it had learned a list. Made-up words leave
-    the rule (refuse when the asked topic is the banned one) as the only way to fit.
+    phase "rules" continues a finished SFT: recall at every length from the start, and policy examples whose topics
+    are made-up words half of the time. After the first phase the model refused a banned topic only when it had
+    seen that very topic refused: it had learned a list. Made-up words should leave the rule (refuse when the asked
+    topic is the banned one) as the only way to fit; 400 steps did not get there (held-out refusal 19%, and a
+    variant with half the examples policy ones, 75% made up, 500 steps at 1e-3, was at 0% after 200 steps).
     """
     import torch
     from tqdm.auto import tqdm
@@ -356,7 +361,9 @@ refused; `no_false_refusal`: other topics are not; recall messages are 256 to 1,
 ## What it cannot do
 
 It knows the five task forms, the guardrail form and the lab corpus; anything else gets a reply in one of those
-shapes. The lexicon, topics and operations are the shipped ones (`data/lab/instruct_tasks.json`): held-out means new
+shapes. It has not learned the policy *rule*: it refuses a banned topic when it was trained on that very pair, but
+on held-out pairs it refused {log["scores"]["dpo"].get("refusal", 0):.0%} of the time (goal 90%), and it falsely refused
+{1 - log["scores"]["dpo"].get("no_false_refusal", 1):.0%} of allowed requests. The lexicon, topics and operations are the shipped ones (`data/lab/instruct_tasks.json`): held-out means new
 combinations, not new words.
 """
 
@@ -365,9 +372,10 @@ def routing_summary(folder: Path) -> str:
     """The routing figures of a checkpoint: same-first-expert rate (Mixtral paper, section 5) and kind information."""
     from nbhelpers import moe
     from nbhelpers.lab import train_moe
+    from nbhelpers.moe.routing import LANGUAGE_PROMPTS
 
     model, tokenizer = load(folder)
-    routings = [moe.capture_routing(model, tokenizer, text) for text in moe.routing.LANGUAGE_PROMPTS.values()]
+    routings = [moe.capture_routing(model, tokenizer, text) for text in LANGUAGE_PROMPTS.values()]
     rates = moe.same_first_expert_rate(routings)
     report = train_moe.routing_report(model, tokenizer)
     return (f"Routing: consecutive tokens keep their first expert {rates['rate']:.0%} of the time at the best layer "
@@ -403,8 +411,8 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=900)
     parser.add_argument("--sft-steps", type=int, default=2500)
-    parser.add_argument("--rules-steps", type=int, default=500)
-    parser.add_argument("--rules-lr", type=float, default=1e-3)
+    parser.add_argument("--rules-steps", type=int, default=400)
+    parser.add_argument("--rules-lr", type=float, default=5e-4)
     parser.add_argument("--dpo-steps", type=int, default=120)
     parser.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
@@ -438,7 +446,7 @@ def main(argv=None):
         model, tokenizer = load(folders["sft"])
         mark = time.time()
         model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, eval_every=args.eval_every,
-                    phase="rules", made_up_topics=0.75)
+                    phase="rules", made_up_topics=0.5)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["rules"] = round(time.time() - mark, 1)
     if "dpo" in stages:
