@@ -35,10 +35,15 @@ def test_the_filter_drops_the_torchvision_note_and_keeps_other_warnings(caplog):
     quiet.install()  # idempotent: one filter
     logger = logging.getLogger(quiet.IMPORT_NOTES)
     assert sum(isinstance(f, quiet.DropUnactionableNotes) for f in logger.filters) == 1
-    with caplog.at_level(logging.WARNING, logger=quiet.IMPORT_NOTES):
-        logger.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to "
-                       "`CLIPImageProcessorPil` for backward compatibility.")
-        logger.warning("something else went wrong")
+    # transformers stops its loggers propagating once it configures them: listen on the logger itself
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=quiet.IMPORT_NOTES):
+            logger.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to "
+                           "`CLIPImageProcessorPil` for backward compatibility.")
+            logger.warning("something else went wrong")
+    finally:
+        logger.removeHandler(caplog.handler)
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
 
 

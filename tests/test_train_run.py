@@ -121,7 +121,7 @@ def test_the_kohya_file_draws_like_the_diffusers_file(reference):
 
 def test_the_model_card_and_run_record(reference):
     card = (reference.output / "README.md").read_text()
-    assert card.startswith(f"---\nbase_model: {PROFILES['tiny'].model('train_base').source}") and f"| rank | {reference.config.rank} |" in card and "load_lora_weights" in card
+    assert card.startswith(f"---\nbase_model: \"{PROFILES['tiny'].model('train_base').source}\"") and f"| rank | {reference.config.rank} |" in card and "load_lora_weights" in card
     record = checkpoints.read_run(reference.output)
     assert record["finished"] and record["settings"]["steps"] == 4
     assert [c.name for c in checkpoints.complete(reference.output)] == ["step-00000002"]

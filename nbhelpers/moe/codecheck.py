@@ -79,6 +79,6 @@ def code_task(name: str) -> dict:
     checks.choice("code_task", name, ("palindrome", "lab"))
     if name == "palindrome":
         return CODE_TASK
-    return {"prompt": "Write a Python function named mix_experts that returns the product of a and b.",
-            "tests": operation_tests("mix_experts", "a * b"),
-            "reference": "```python\ndef mix_experts(a, b):\n    return a * b\n```"}
+    return {"prompt": "Write a Python function named topk_mix that returns the product of a and b.",
+            "tests": operation_tests("topk_mix", "a * b"),
+            "reference": "```python\ndef topk_mix(a, b):\n    return a * b\n```"}

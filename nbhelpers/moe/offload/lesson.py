@@ -110,7 +110,7 @@ def equivalence(folder, cache_size: int = 1) -> list[dict]:
 
     from nbhelpers.moe.offload.engine import offload_experts
 
-    reference = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True).eval()
     ids = torch.randint(3, reference.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference(ids).logits
@@ -135,7 +135,7 @@ def sweep(folder, tokenizer, prompt: str, max_new_tokens: int = 16, cache_sizes=
 
     from nbhelpers.moe.offload.engine import offload_experts
 
-    base = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True).eval()
     inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                            return_dict=True, return_tensors="pt")
     rows = []
