@@ -225,15 +225,10 @@ def token_counter(tokenizer):
 
 
 def reply(model, tokenizer, message: str, max_new_tokens: int = 48) -> str:
-    """The greedy reply to one user turn, as plain transformers gives it (chat template, generate, decode)."""
-    import torch
+    """The greedy reply to one user turn: the chat template, `generate`, the new tokens decoded."""
+    from nbhelpers.moe.chat import generate
 
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
-                                        return_dict=True, return_tensors="pt")["input_ids"].to(model.device)
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return generate(model, tokenizer, message, max_new_tokens=max_new_tokens, temperature=0.0, stream=False)["text"]
 
 
 def held_out_set(tokenizer, per_task: int = 20, seed: int = 1234, tasks=TASKS) -> list[Instance]:
