@@ -35,7 +35,10 @@ def test_the_filter_drops_the_torchvision_note_and_keeps_other_warnings(caplog):
     quiet.install()  # idempotent: one filter
     logger = logging.getLogger(quiet.IMPORT_NOTES)
     assert sum(isinstance(f, quiet.DropUnactionableNotes) for f in logger.filters) == 1
-    # transformers stops its loggers propagating once it configures them: listen on the logger itself
+    # transformers stops its loggers propagating once it configures them, or not, depending on what ran before:
+    # listen on the logger itself, with propagation off, so that each record is seen exactly once either way
+    propagate = logger.propagate
+    logger.propagate = False
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.WARNING, logger=quiet.IMPORT_NOTES):
@@ -44,6 +47,7 @@ def test_the_filter_drops_the_torchvision_note_and_keeps_other_warnings(caplog):
             logger.warning("something else went wrong")
     finally:
         logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
 
 
