@@ -2,9 +2,8 @@
 greedy, through plain transformers; its earlier stages (base, SFT) are shipped beside it for notebook 08."""
 
 import pytest
-import torch
 
-from nbhelpers.lab import tasks
+from nbhelpers.lab import tasks, train_instruct
 from nbhelpers.paths import data_dir
 
 LAB = data_dir() / "lab"
@@ -16,12 +15,7 @@ POLICY_GOALS = {"refusal": 0.9, "no_false_refusal": 0.9}
 
 
 def load(name):
-    from transformers import AutoTokenizer, MixtralForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(LAB / name)
-    model = MixtralForCausalLM.from_pretrained(LAB / name, dtype=torch.float32, use_safetensors=True).eval()
-    model.set_experts_implementation("eager")
-    return model, tokenizer
+    return train_instruct.load(LAB / name)  # the recipe's own loader: float32 compute, eager experts
 
 
 @pytest.fixture(scope="module")
