@@ -2,7 +2,8 @@
 and write `summary.json`.
 
     run = nbhelpers.start("02_txt2img", profile=profile, seed=seed, output_dir=output_dir)
-    steps = run.param("txt2img", "steps", steps)          # None -> the profile's default, recorded
+    settings = run.settings("txt2img", steps=steps, width=width)  # None -> the profile's default, recorded
+    settings.steps                                                # or engine.txt2img(**settings)
     with run.stage("generate"):
         ...
     run.finish(images=[...], metrics={...})               # -> <output_dir>/02_txt2img/summary.json
@@ -17,6 +18,20 @@ from pathlib import Path
 
 from nbhelpers import checks, persist
 from nbhelpers.profiles import PROFILE_NAMES, Profile, get_profile
+
+
+class Settings(dict):
+    """A notebook's resolved settings: read them as `settings.steps` or pass them on as `**settings`."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no setting {name!r}; these are set: {', '.join(self)}") from None
+
+    def only(self, *names) -> "Settings":
+        """The settings called `names`, e.g. the sampling ones to pass on as `**settings.only(...)`."""
+        return Settings({name: self[name] for name in names})
 
 
 class NotebookRun:
@@ -35,12 +50,16 @@ class NotebookRun:
         self.random_weights = rehearsal.enabled() and profile.name != "tiny"
         self.memory: dict[str, dict] = {}  # rehearsal only: RSS per stage (CPU RAM, not VRAM)
 
+    def settings(self, task: str, **values) -> Settings:
+        """The notebook's parameters for `task`, every None filled from the profile (`Profile.resolve`), recorded
+        in the summary's parameters."""
+        resolved = self.profile.resolve(task, **values)
+        self.parameters.update(resolved)
+        return Settings(resolved)
+
     def param(self, task: str, name: str, value=None):
-        """`value`, or the profile's default when it is None; recorded in the summary's parameters."""
-        if value is None:
-            value = self.profile.default(task, name)
-        self.parameters[name] = value
-        return value
+        """One setting: `value`, or the profile's default when it is None (see `settings`)."""
+        return self.settings(task, **{name: value})[name]
 
     @contextlib.contextmanager
     def stage(self, name: str):

@@ -101,7 +101,7 @@ PROFILES = {
             "instruct_base": ModelSpec("lab:mixtral", note="the lab MoE after pretraining only"),
             "instruct_sft": ModelSpec("lab:mixtral-sft", note="the lab MoE after SFT, before DPO"),
             # The lab SD has a 4-channel UNet: under tiny, inpainting works by latent blending.
-            "txt2img": ModelSpec("lab:sd", note="3M-parameter lab SD that draws coloured shapes"),
+            "txt2img": ModelSpec("lab:sd", note="2.9M-parameter lab SD that draws coloured shapes"),
             "inpaint": ModelSpec("lab:sd", note="the lab SD, inpainting by latent blending"),
             "train_base": ModelSpec("lab:sd"),
         },
@@ -112,6 +112,9 @@ PROFILES = {
             "instruct": {"sft_steps": 60, "dpo_steps": 30, "sft_learning_rate": 3e-3, "dpo_learning_rate": 1e-4,
                          "beta": 0.1, "lora_rank": 0, "eval_per_task": 4},
             # The lab SD knows one kind of caption; guidance 4 is where its colours are most accurate.
+            # 01b: the lab Mixtral-Instruct converted to 4-bit experts, 2 of 8 per layer cached (a CPU "device")
+            "offload": {"source": "lab:mixtral-instruct", "cache_size": 2, "quantization": "int4",
+                        "max_new_tokens": 24, "sweep": True},
             "txt2img": {"width": 64, "height": 64, "steps": 10, "guidance_scale": 4.0, "num_images": 4,
                         "max_side": 256, "sampler": "DPM++ 2M", "prompt": "a red circle on a white background",
                         "negative_prompt": ""},
@@ -158,6 +161,9 @@ PROFILES = {
                      **CHAT_EXAMPLES},
             "instruct": {"sft_steps": 200, "dpo_steps": 100, "sft_learning_rate": 2e-4, "dpo_learning_rate": 5e-6,
                          "beta": 0.1, "lora_rank": 16, "eval_per_task": 20},
+            # 01b: 2-bit experts are the only ones that fit 15 GB beside the rest of Mixtral; 4 of 8 cached per layer
+            "offload": {"source": "mistralai/Mixtral-8x7B-Instruct-v0.1", "cache_size": 4, "quantization": "int2",
+                        "max_new_tokens": 64, "sweep": False},
             "txt2img": {"width": 512, "height": 512, "steps": 25, "guidance_scale": 7.5, "num_images": 2,
                         "max_side": 768, "sampler": "DPM++ 2M Karras",
                         "prompt": "a lighthouse on a cliff at dusk, (volumetric light:1.2), [people], highly detailed",
@@ -201,6 +207,8 @@ PROFILES = {
                      **CHAT_EXAMPLES},
             "instruct": {"sft_steps": 300, "dpo_steps": 150, "sft_learning_rate": 2e-4, "dpo_learning_rate": 5e-6,
                          "beta": 0.1, "lora_rank": 16, "eval_per_task": 40},
+            "offload": {"source": "mistralai/Mixtral-8x7B-Instruct-v0.1", "cache_size": 6, "quantization": "int4",
+                        "max_new_tokens": 128, "sweep": False},
             "txt2img": {"width": 1024, "height": 1024, "steps": 30, "guidance_scale": 7.0, "num_images": 2,
                         "max_side": 1536, "sampler": "DPM++ 2M Karras",
                         "prompt": "a lighthouse on a cliff at dusk, (volumetric light:1.2), [people], highly detailed",

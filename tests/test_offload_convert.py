@@ -7,7 +7,7 @@ import torch
 
 from nbhelpers.checks import ParameterError
 from nbhelpers.moe.offload import offload_experts
-from nbhelpers.moe.offload.budgets import conversion_budget, memory_plan
+from nbhelpers.moe.offload.budgets import conversion_budget, offload_memory_plan
 from nbhelpers.moe.offload.convert import convert_checkpoint
 from nbhelpers.moe.offload.load import load_offloaded
 
@@ -83,7 +83,7 @@ def test_mixtral_budgets_fit_a_free_t4():
 
     values = json.loads((Path(__file__).parents[1] / "data/configs/mixtral-8x7b.json").read_text())
     config = MixtralConfig(**{k: v for k, v in values.items() if k not in ("architectures", "torch_dtype")})
-    plan = memory_plan(config, cache_size=4, quantization="int2")
+    plan = offload_memory_plan(config, cache_size=4, quantization="int2")
     assert plan["vram_gb"] < 14.0 and plan["ram_pinned_gb"] < 8.0 and 50 < plan["expert_mb"] < 60
     budget = conversion_budget(config, quantization="int2")
     assert 17.0 < budget["output_gb"] < 17.6 and budget["peak_ram_gb"] < 12.7

@@ -141,7 +141,7 @@ class Engine:
         return self.profile.model(task).source.split("/")[-1]
 
     def default(self, task: str, name: str, value):
-        return self.profile.default(task, name) if value is None else value
+        return self.profile.resolve(task, **{name: value})[name]
 
     # -- generation ------------------------------------------------------------------------------------------
     def txt2img(self, prompt: str, negative_prompt: str = "", *, sampler=None, steps=None, guidance_scale=None,

@@ -21,7 +21,7 @@ _LAZY = {
     "ExpertCache": "cache", "CacheStats": "cache", "OffloadedExperts": "experts", "ExpertCodec": "experts",
     "Prefetcher": "prefetch", "SUPPORTED": "support", "check_supported": "support",
     "convert_checkpoint": "convert", "load_offloaded": "load", "conversion_budget": "budgets",
-    "memory_plan": "budgets", "memory_bytes": "budgets",
+    "offload_memory_plan": "budgets", "memory_bytes": "budgets",
 }
 
 

@@ -54,9 +54,10 @@ def memory_bytes(config, cache_size: int, quantization="int2", group_size=None, 
             "gpu_workspace": split.per_expert * dtype_bytes if quantization else 0, "ram_pinned": on_host * expert}
 
 
-def memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
-                dtype_bytes: int = 2) -> dict:
-    """GB of VRAM and of host RAM the engine needs for `cache_size` experts per layer (weights only)."""
+def offload_memory_plan(config, cache_size: int, quantization="int2", group_size=None, exclusive: bool = True,
+                        dtype_bytes: int = 2) -> dict:
+    """Decimal GB (as `moe.memory_plan`) of VRAM and of host RAM the engine needs for `cache_size` experts per layer
+    (weights only)."""
     b = memory_bytes(config, cache_size, quantization, group_size, exclusive, dtype_bytes)
     return {"expert_mb": round(b["expert"] / 1e6, 1),
             "vram_gb": round((b["gpu_rest"] + b["gpu_experts"] + b["gpu_workspace"]) / GB, 2),

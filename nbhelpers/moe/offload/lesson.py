@@ -1,5 +1,6 @@
 """The steps of 01b_mixtral_offload, one function each, so the notebook's cells stay one or two lines long.
 
+Settings (source, cache size, quantization, answer length) are the `offload` defaults of `nbhelpers.profiles`.
 Profiles: `tiny` converts and runs the lab Mixtral-Instruct on the CPU (a device="cpu" cache: real copies, real
 counters); `t4` converts mistralai/Mixtral-8x7B-Instruct-v0.1 from the Hub to 2-bit experts on local disk, then
 runs it with 4 experts per layer on the GPU. The same functions run in both.
@@ -14,21 +15,6 @@ import torch
 
 from nbhelpers import checks, rehearsal
 
-DEFAULTS = {
-    "tiny": {"source": "lab:mixtral-instruct", "cache_size": 2, "quantization": "int4", "max_new_tokens": 24,
-             "sweep": True},
-    "t4": {"source": "mistralai/Mixtral-8x7B-Instruct-v0.1", "cache_size": 4, "quantization": "int2",
-           "max_new_tokens": 64, "sweep": False},
-    "large": {"source": "mistralai/Mixtral-8x7B-Instruct-v0.1", "cache_size": 6, "quantization": "int4",
-              "max_new_tokens": 128, "sweep": False},
-}
-
-
-def defaults(profile, **values) -> dict:
-    """Fill None values from this lesson's defaults for the profile."""
-    table = DEFAULTS[getattr(profile, "name", profile)]
-    return {key: table[key] if value is None else value for key, value in values.items()}
-
 
 def mixtral_config():
     """Mixtral-8x7B's configuration: transformers' MixtralConfig defaults are exactly its numbers."""
@@ -39,10 +25,10 @@ def mixtral_config():
 
 def plan_table(cache_sizes=(2, 3, 4, 5, 6), quantization="int2") -> list[dict]:
     """VRAM and pinned RAM for Mixtral-8x7B at several cache sizes (weights only)."""
-    from nbhelpers.moe.offload.budgets import memory_plan
+    from nbhelpers.moe.offload.budgets import offload_memory_plan
 
     config = mixtral_config()
-    return [{"cache_size": size, **memory_plan(config, size, quantization)} for size in cache_sizes]
+    return [{"cache_size": size, **offload_memory_plan(config, size, quantization)} for size in cache_sizes]
 
 
 def source_folder(source: str, token=None) -> str:
@@ -68,6 +54,7 @@ def convert(source: str, folder, quantization: str, token=None) -> Path:
     from nbhelpers.env import hf_token
     from nbhelpers.moe.offload.convert import FORMAT, convert_checkpoint
 
+    quantization = None if quantization == "none" else quantization
     folder = Path(folder) if str(folder) else default_folder(source, quantization)
     manifest = folder / "offload.json"
     if manifest.exists():
