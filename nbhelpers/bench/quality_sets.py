@@ -44,7 +44,7 @@ def noise(n: int, size: int = 64, seed: int = 0) -> list:
     return [Image.fromarray(a) for a in arrays]
 
 
-def lab_quality(pipe, n: int = 64, seed: int = 0, steps: int = 10) -> dict:
+def lab_quality(pipe, n: int = 48, seed: int = 0, steps: int = 10) -> dict:
     """Every tiny-profile figure: lab-FID/KID of the lab SD and of the two baselines, lab-LPIPS diversity of
     generations and of drawings, lab accuracy. Returns the figures and the images worth looking at."""
     from nbhelpers.lab import checker, shapes

@@ -7,7 +7,7 @@ something for lab images and nothing for photographs. Figures computed with it a
 lab-LPIPS, never to be compared with published FID/KID/LPIPS values.
 
     net = load()                        # from data/lab/shape-features (safetensors, ~0.1 MB)
-    net(images)                         # (N, 32) features of float images in [0, 1], (N, 3, H, W)
+    net(images)                         # (N, 32) standardised features of float images in [0, 1], (N, 3, H, W)
     net.layers(images)                  # the three conv blocks' activations (what lab-LPIPS compares)
 
 Retrain with `python -m nbhelpers.lab.train_features --out data/lab/shape-features` (about a minute on a CPU).
@@ -50,12 +50,17 @@ class ShapeFeatures(nn.Module, PyTorchModelHubMixin):
             out.append(x)
         return out
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """What the classification heads read: the pooled last block, projected."""
+        return nn.functional.silu(self.project(self.layers(images)[-1].mean(dim=(2, 3))))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Features (N, num_features) of float images in [0, 1]."""
-        return self.project(self.layers(images)[-1].mean(dim=(2, 3)))
+        """Features (N, num_features) of float images in [0, 1], each vector standardised: KID's cubic kernel of
+        raw activations overflows float32 precision, as Inception's small pooled activations never do."""
+        return nn.functional.layer_norm(self.embed(images), (self.num_features,))
 
     def classify(self, images: torch.Tensor) -> dict:
-        features = torch.nn.functional.silu(self(images))
+        features = self.embed(images)
         return {name: head(features) for name, head in self.heads.items()}
 
 
