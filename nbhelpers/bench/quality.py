@@ -1,12 +1,15 @@
 """How good: image-quality figures, measured with maintained libraries, each named by what measured it.
 
-| figure | t4 / large (weights fetched once, then cached) | tiny (offline) |
-|---|---|---|
-| FID, KID vs a reference set | torchmetrics, Inception-v3 (torch-fidelity's FID weights); reference: COCO 2017 val images, prompts: their captions | lab-FID, lab-KID: torchmetrics with the lab feature network (`nbhelpers.lab.features`); reference: drawn lab shapes |
-| LPIPS diversity among seeds | torchmetrics LPIPS (AlexNet) | lab-LPIPS: the LPIPS formula on the lab network's layers, unit layer weights |
-| CLIP score | torchmetrics CLIPScore, openai/clip-vit-base-patch16 | not measured: the lab has no CLIP image tower (lab accuracy measures prompt following) |
-| human preference | PickScore v1 (a CLIP-H fine-tuned on Pick-a-Pic votes), transformers, safetensors | not measured: no person ever voted on lab shapes |
-| lab accuracy | - | the lab checker reads colour and shape back (`nbhelpers.lab.checker`) |
+- FID, KID against a reference set. t4/large: torchmetrics with Inception-v3 (torch-fidelity's FID weights);
+  reference: the first COCO 2017 validation images, prompts: their captions. tiny: lab-FID, lab-KID, the same
+  torchmetrics code with the lab feature network (`nbhelpers.lab.features`); reference: drawn lab shapes.
+- LPIPS diversity among seeds. t4/large: torchmetrics LPIPS (AlexNet). tiny: lab-LPIPS, the LPIPS formula on the
+  lab network's layers with unit weights.
+- CLIP score. t4/large: torchmetrics CLIPScore, openai/clip-vit-base-patch16. tiny: not measured, the lab has no
+  CLIP image tower (lab accuracy, from the lab checker, measures prompt following).
+- Human preference. t4/large: PickScore v1 (a CLIP-H fine-tuned on Pick-a-Pic votes) through transformers,
+  safetensors. tiny: not measured, nobody ever voted on lab shapes.
+Weights are fetched once on first use and cached (Hugging Face cache, torch hub cache).
 
 Sample sizes. FID estimates two covariance matrices: with fewer images than feature dimensions they are singular
 and FID is biased upwards, and it stays biased (by an amount that depends on n) until thousands of images; so every
@@ -27,7 +30,7 @@ PREFERENCE_MODEL = "yuvalkirstain/PickScore_v1"
 PREFERENCE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # PickScore's own processor (its model card)
 REFERENCE_DATASET = ("AKCIT/coco2017-captioning", "validation")  # image + caption columns; the first n rows
 FID_FACTOR = 10  # below FID_FACTOR x feature dimensions, FID is reported with a note on its bias
-KID_SUBSET = 100  # torchmetrics' KID draws subsets of this size (or of the smaller set's size)
+KID_SUBSET = 100  # torchmetrics' KID averages over random subsets of this size (at most half the smaller set)
 
 
 def pixels(images):
@@ -56,11 +59,12 @@ def fid(real, fake, features) -> float:
 
 
 def kid(real, fake, features, subset_size: int | None = None, subsets: int = 50, seed: int = 0) -> tuple:
-    """Kernel Inception Distance (torchmetrics): mean and std over random subsets; unbiased, so usable on small sets."""
+    """Kernel Inception Distance (torchmetrics): mean and std over random subsets. Unbiased, so usable on small sets;
+    an estimate, so slightly negative when both sets come from the same distribution."""
     import torch
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    size = subset_size or min(KID_SUBSET, len(real), len(fake))
+    size = subset_size or min(KID_SUBSET, min(len(real), len(fake)) // 2)  # subsets must differ for a spread
     metric = KernelInceptionDistance(feature=features, subsets=subsets, subset_size=size, normalize=True)
     torch.manual_seed(seed)  # the subsets are drawn with torch's global generator
     with torch.no_grad():
@@ -173,7 +177,8 @@ def preference_score(images, prompts, model_id: str = PREFERENCE_MODEL, processo
     model, processor = load_clip(model_id, processor_id, device)
     with torch.no_grad():
         image = processor(images=list(images), return_tensors="pt").to(device)
-        text = processor(text=list(prompts), padding=True, truncation=True, max_length=77, return_tensors="pt").to(device)
+        text = processor(text=list(prompts), padding=True, truncation=True, max_length=77,
+                         return_tensors="pt").to(device)
         a = _features_of(model.get_image_features(**image))
         b = _features_of(model.get_text_features(**text))
         a, b = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
@@ -253,8 +258,8 @@ def measure(judges: Judges, generated, reference, groups=(), prompts=(), device:
                        "features": judges.features_name, "note": fid_note(n, judges.feature_dims)}}
     mean, std = kid(reference, generated, judges.features)
     figures["kid"] = {"metric": judges.prefix + "KID", "value": round(mean, 5), "std": round(std, 5),
-                      "subset_size": min(KID_SUBSET, n), "n_generated": len(generated), "n_reference": len(reference),
-                      "features": judges.features_name}
+                      "subset_size": min(KID_SUBSET, n // 2), "n_generated": len(generated),
+                      "n_reference": len(reference), "features": judges.features_name}
     if groups:
         figures["lpips_diversity"] = {"metric": judges.lpips_name, "value": round(diversity(groups, judges.lpips), 4),
                                       "prompts": len(groups), "seeds": len(groups[0])}

@@ -10,7 +10,9 @@ lab-LPIPS, never to be compared with published FID/KID/LPIPS values.
     net(images)                         # (N, 32) standardised features of float images in [0, 1], (N, 3, H, W)
     net.layers(images)                  # the three conv blocks' activations (what lab-LPIPS compares)
 
-Retrain with `python -m nbhelpers.lab.train_features --out data/lab/shape-features` (about a minute on a CPU).
+The shipped weights read colour and background of fresh drawings without error but shape only 35% of the time
+(chance 17%): see data/lab/shape-features/README.md. Retrain with
+`python -m nbhelpers.lab.train_features --out data/lab/shape-features` (a few CPU-minutes).
 """
 
 from __future__ import annotations

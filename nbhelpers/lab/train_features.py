@@ -5,6 +5,8 @@
 Every colour-shape pair is shown (held-out pairs too: this network measures pictures, it is not the model under
 test), on every background, with the training jitter of position, size and rotation and a little pixel noise so
 that slightly soft generations are read like clean drawings. Prints the accuracy on fresh pictures at the end.
+The model card (data/lab/shape-features/README.md) records the shipped run; save_pretrained's own card is
+replaced by it.
 """
 
 from __future__ import annotations
