@@ -82,4 +82,5 @@ def test_training_rows_use_the_profile_settings_and_check_the_method(tmp_path):
         training.config_for("tiny", None, "textual-inversion", 3, tmp_path / "row")
     assert error.value.name == "method"
     assert training.planner_model("t4", None) == "sd15" and training.planner_model("tiny", None) == "tiny-sd"
-    assert training.planner_model("t4", "sdxl") == "sdxl" and training.planner_model("t4", "my/model") is None
+    assert training.planner_model("t4", "train_sdxl") == "sdxl" and training.planner_model("tiny", "tiny:sdxl") == "tiny-sdxl"
+    assert training.planner_model("t4", "my/model") is None

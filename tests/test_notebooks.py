@@ -189,8 +189,9 @@ def test_06_benchmarks_measure_speed_and_lab_quality(tiny_run):
     assert quality["lpips_diversity"]["value"] > 0.01  # seeds give different pictures
     assert quality["lab_accuracy"]["both"] >= 0.7  # colour and shape read back (chance: 1/36)
     assert quality["clip_score"]["value"] is None and "tiny" in quality["clip_score"]["reason"]
-    lora, dreambooth = summary["training"]
-    for row in (lora, dreambooth):
+    rows = {(row["base"], row["method"]): row for row in summary["training"]}
+    lora, dreambooth = rows[("profile train_base", "LoRA")], rows[("profile train_base", "DreamBooth-LoRA")]
+    for row in rows.values():
         assert row["s_per_step"] > 0 and row["peak_mib"] > 0 and "not VRAM" in row["peak_kind"]
     assert dreambooth["prior_preservation"] and dreambooth["rank"] * 2 == lora["rank"]
     assert 1.6 < lora["lora_mib"] / dreambooth["lora_mib"] < 2.4  # rank 8 vs 4: twice the LoRA weights

@@ -85,13 +85,16 @@ def measure_row(profile: str, base: str | None, method: str, steps: int | None =
             "lora_mib": round(lora / 2**20, 3) if lora else None}
 
 
+SD_BASES = (None, "train_base", "lab:sd", "tiny:sd", "sd15")  # names of an SD 1.x base, and of an SDXL one
+SDXL_BASES = ("train_sdxl", "tiny:sdxl", "sdxl")
+
+
 def planner_model(profile: str, base: str | None) -> str | None:
     """The planner's name for a row's base model (the lab SD has the tiny-sd architecture), or None."""
-    from nbhelpers.plan import configs
-
-    if base is None:
-        return "tiny-sd" if profile == "tiny" else "sd15"  # every GPU profile trains SD 1.5 (profiles.py)
-    return base if base in configs.DIFFUSION + configs.TINY else None
+    family = "sd" if base in SD_BASES else "sdxl" if base in SDXL_BASES else None
+    if family is None:
+        return None
+    return ("tiny-" + family) if profile == "tiny" else {"sd": "sd15", "sdxl": "sdxl"}[family]
 
 
 def prediction(profile: str, base: str | None, method: str, device: str) -> dict:
