@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from nbhelpers import cli
-from nbhelpers.bench import Grid, markdown, quality
+from nbhelpers.bench import Grid, markdown
 from nbhelpers.checks import ParameterError
 
 
@@ -46,11 +46,9 @@ def test_cli_bench_bad_grid_is_one_clear_line(capsys):
     assert len(err) == 3 and "steps" in err[0] and "batch" in err[1]
 
 
-def test_markdown_and_quality_notes():
+def test_markdown_table():
     text = markdown([{"model": "tiny", "it_per_s": 3.0}], columns=("model", "it_per_s"))
     assert text.splitlines()[2] == "| tiny | 3.0 |"
-    notes = quality.evaluate("t4")
-    assert notes["fid"].startswith("skipped") and notes["lpips"].startswith("skipped")
 
 
 def test_train_step_benchmark_runs_both_modes_and_writes_its_figures(tmp_path):
@@ -72,3 +70,17 @@ def test_train_step_benchmark_runs_both_modes_and_writes_its_figures(tmp_path):
         assert figures["trainer_ms"] > 0 and figures["minimal_ms"] > 0
         assert figures["steps_per_side"] == (6 if mode == "steps" else 2 * (6 - 4))
         assert "ratio trainer / minimal" in done.stdout
+
+
+def test_training_rows_use_the_profile_settings_and_check_the_method(tmp_path):
+    from nbhelpers.bench import training
+
+    config = training.config_for("tiny", None, "dreambooth", 3, tmp_path / "row")
+    assert config.prior_preservation and config.steps == 3 and config.rank == 4  # tiny's DreamBooth rank
+    assert training.config_for("tiny", None, "lora", 3, tmp_path / "row").rank == 8
+    with pytest.raises(ParameterError) as error:
+        training.config_for("tiny", None, "textual-inversion", 3, tmp_path / "row")
+    assert error.value.name == "method"
+    assert training.planner_model("t4", None) == "sd15" and training.planner_model("tiny", None) == "tiny-sd"
+    assert training.planner_model("t4", "train_sdxl") == "sdxl" and training.planner_model("tiny", "tiny:sdxl") == "tiny-sdxl"
+    assert training.planner_model("t4", "my/model") is None
