@@ -1,0 +1,190 @@
+"""What a person sees in a real browser: the run report, and the widgets of 02 and 04 running in JupyterLab.
+
+The notebooks run under tiny, offline. 04 trains a short LoRA once (for the report); JupyterLab's copy of 04 writes
+to the same output folder, so its training resumes from that finished run instead of training again. Screenshots
+go to outputs/browser/ (CI keeps them).
+"""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+from papermill.parameterize import parameterize_notebook
+
+from nbhelpers import report, runner
+
+pytestmark = pytest.mark.slow
+
+LORA_STEPS = 40  # enough for a LoRA that changes the picture; the full 600 steps are tests/test_notebooks.py's
+WIDTHS = (1280, 420)  # a laptop and a phone
+
+
+@pytest.fixture(scope="module")
+def tiny_run(browser_out):
+    """00, 02 and 04 under tiny through the runner (04 with a short training), and their report."""
+    out = browser_out / "run"
+    known = runner.available()
+    plan = [("00_setup", {}), ("02_txt2img", {}), ("04_lora", {"steps": LORA_STEPS})]
+    results = [runner.execute(known[name], out, {**extra, "profile": "tiny", "output_dir": str(out)}, timeout=600)
+               for name, extra in plan]
+    report.write(results, out, "tiny")
+    assert [r.status for r in results] == ["ok"] * 3, [r.error for r in results]
+    return out
+
+
+def test_the_report_reads_at_laptop_and_phone_width(browser, tiny_run, browser_out):
+    for width in WIDTHS:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((tiny_run / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => ({src: e.getAttribute('src'), ok: e.complete && e.naturalWidth > 0,"
+                   " shown: e.getBoundingClientRect().width, natural: e.naturalWidth}))")
+        assert len(images) >= 7, images  # 02: 4 pictures + 3 grids; 04: 3 figures
+        assert all(image["ok"] for image in images), [i["src"] for i in images if not i["ok"]]
+        for image in images:  # natural size (lab pictures at 2x) unless the page is narrower
+            assert image["shown"] <= width and (image["shown"] >= min(image["natural"], width - 40))
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+        captions = page.eval_on_selector_all("figcaption", "els => els.map(e => e.textContent)")
+        assert "Held-out prompts before and after the LoRA, same seeds" in captions
+        assert errors == []
+        page.screenshot(path=str(browser_out / f"report-{width}px.png"), full_page=True)
+        page.close()
+
+
+def test_the_report_links_executed_notebooks_as_pages(browser, tiny_run):
+    page = browser.new_page()
+    page.goto((tiny_run / "report.html").as_uri())
+    section = page.locator("section", has=page.locator("h2#\\30 2_txt2img"))
+    assert "lab accuracy" in section.locator("dl").first.inner_text()  # results first
+    section.get_by_text("open as a page").click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith("executed/02_txt2img.html")
+    assert page.locator("h1", has_text="Text to image").count() == 1  # a rendered page, not JSON
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_run, browser_out):
+    """JupyterLab on 127.0.0.1 with a token, serving copies of 02 and 04 that run under tiny into the report's
+    output folder."""
+    pytest.importorskip("jupyterlab", reason="JupyterLab missing: pip install -e '.[browser]'")
+    root = browser_out / "lab"
+    root.mkdir()
+    for name, extra in (("02_txt2img", {}), ("04_lora", {"steps": LORA_STEPS})):
+        notebook = nbformat.read(runner.available()[name], as_version=4)
+        parameters = {**extra, "profile": "tiny", "output_dir": str(tiny_run)}
+        nbformat.write(parameterize_notebook(notebook, parameters), root / f"{name}.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    settings = browser_out / "lab-settings"
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(settings / "user"),
+                       JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"), JUPYTER_RUNTIME_DIR=str(settings / "rt"))
+    with open(browser_out / "jupyterlab.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/api/status?token={token}", server)
+        yield base, token
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_the_studio_draws_a_new_prompt_in_jupyterlab(browser, lab, browser_out):
+    page = _open_and_run_all(browser, lab, "02_txt2img")
+    studio = page.locator(".jp-OutputArea-output .widget-vbox", has=page.locator("button", has_text="Generate"))
+    prompt = studio.locator(".widget-textarea", has_text="Prompt").locator("textarea").first
+    assert prompt.input_value() == "a red circle on a white background"  # the lab prompt, not a photo prompt
+    gallery = studio.locator(".widget-image")
+    assert gallery.count() == 0
+    prompt.fill("a blue square on a white background")
+    studio.locator("button", has_text="Generate").click()
+    page.wait_for_function("el => el.querySelectorAll('.widget-image').length >= 4", arg=studio.element_handle(),
+                           timeout=60_000)
+    assert "image(s)" in studio.locator(".widget-html").last.inner_text()
+    colours = gallery.evaluate_all(f"els => els.map({_CENTRE_COLOUR})")
+    assert all(blue > 1.5 * max(red, green) for red, green, blue in colours), colours  # blue, as now asked
+    page.screenshot(path=str(browser_out / "jupyterlab-02-studio.png"), full_page=True)
+    page.close()
+
+
+def test_the_lora_slider_redraws_in_jupyterlab(browser, lab, browser_out):
+    page = _open_and_run_all(browser, lab, "04_lora")
+    panel = page.locator(".jp-OutputArea-output .widget-vbox", has=page.locator(".widget-slider"))
+    picture = panel.locator(".widget-image img").first
+    picture.wait_for(timeout=60_000)
+    before = picture.get_attribute("src")
+    assert "1.00" in panel.locator(".widget-readout").first.inner_text()
+    panel.locator(".widget-slider .noUi-handle, .widget-slider .ui-slider-handle").first.focus()
+    page.keyboard.press("Home")  # scale 0: the base model, without the LoRA
+    page.wait_for_function("([img, old]) => img.getAttribute('src') !== old", arg=[picture.element_handle(), before],
+                           timeout=60_000)
+    assert panel.locator(".widget-readout").first.inner_text().strip() in ("0.00", "0.0", "0")
+    page.screenshot(path=str(browser_out / "jupyterlab-04-lora-slider.png"), full_page=True)
+    page.close()
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+# The mean colour of the middle of an <img> (the lab shape sits in the centre), drawn on a canvas.
+_CENTRE_COLOUR = """img => {
+  const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const w = Math.floor(c.width / 4), h = Math.floor(c.height / 4);
+  const d = g.getImageData(Math.floor(c.width / 2) - w / 2, Math.floor(c.height / 2) - h / 2, w, h).data;
+  const sum = [0, 0, 0]; for (let i = 0; i < d.length; i += 4) { sum[0] += d[i]; sum[1] += d[i + 1]; sum[2] += d[i + 2]; }
+  return sum.map(v => v / (d.length / 4));
+}"""
+
+
+def _open_and_run_all(browser, lab, name: str):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
+    page.locator(".jp-Notebook").wait_for(timeout=60_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    # the last cell writes summary.json: the whole notebook ran
+    page.get_by_text("summary written to").wait_for(timeout=240_000)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                          has_text="Traceback")
+    assert errors.count() == 0, errors.first.inner_text()
+    return page
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, server, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {server.returncode}; see jupyterlab.log")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                json.load(answer)
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"JupyterLab did not answer {url.split('?')[0]} within {seconds:g} s")
