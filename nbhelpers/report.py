@@ -28,6 +28,8 @@ RESULTS = {
     "08_instruct": ["task_scores", "sft_loss", "dpo"],
     "09_serving": ["reply", "streamed", "bad_request"],
 }
+# The overview's one line, where the first result is not the clearest (dotted: a value inside a dict).
+HEADLINES = {"00_setup": "highlights", "06_benchmarks": "quality.lab_accuracy"}
 # Never results: the run's settings, shown under "Settings", and bookkeeping.
 SETTINGS_KEYS = ("parameters", "settings")
 BOOKKEEPING = {"notebook", "profile", "requested_profile", "seed", "timings", "images", "captions", "highlights"}
@@ -35,12 +37,22 @@ SHORT = 120  # characters of a value in the overview table
 
 
 def results(summary: dict | None) -> list[tuple[str, object]]:
-    """(key, value) of what the notebook showed: its lesson outcomes first, then everything else it reported."""
+    """(key, value) of the lesson outcomes; for a notebook without listed outcomes, everything it reported."""
     if not summary:
         return []
-    first = [key for key in RESULTS.get(summary.get("notebook", ""), []) if key in summary]
-    rest = [key for key in summary if key not in first and key not in BOOKKEEPING and key not in SETTINGS_KEYS]
-    return [(key, summary[key]) for key in first + rest]
+    listed = RESULTS.get(summary.get("notebook", ""))
+    keys = [key for key in listed if key in summary] if listed else _reported(summary)
+    return [(key, summary[key]) for key in keys]
+
+
+def details(summary: dict | None) -> list[tuple[str, object]]:
+    """Everything else the notebook reported (measurements behind the outcomes, plans, texts)."""
+    shown = {key for key, _ in results(summary)}
+    return [(key, summary[key]) for key in _reported(summary or {}) if key not in shown]
+
+
+def _reported(summary: dict) -> list[str]:
+    return [key for key in summary if key not in BOOKKEEPING and key not in SETTINGS_KEYS]
 
 
 def settings(summary: dict | None) -> list[tuple[str, object]]:
@@ -55,7 +67,11 @@ def settings(summary: dict | None) -> list[tuple[str, object]]:
 
 def headline(summary: dict | None) -> str:
     """One line for the overview table: the first lesson outcome, cut at a word boundary."""
-    pairs = results(summary)[:1]
+    path = HEADLINES.get((summary or {}).get("notebook", ""), "")
+    value = summary
+    for key in path.split(".") if path else ():
+        value = value.get(key) if isinstance(value, dict) else None
+    pairs = [(path.split(".")[-1], value)] if path and value is not None else results(summary)[:1]
     return "; ".join(f"{label(k)}: {plain(v)}" for k, v in pairs) if pairs else "-"
 
 
@@ -122,6 +138,9 @@ def markdown(results_, out: Path, title: str, pages: dict) -> str:
         if files:
             md += ["**Files**", ""] + [f"- [{text}]({href})" for text, href in files] + [""]
         md.append(_notebook_links_md(r, out, pages.get(r.name)))
+        more = details(r.summary)
+        if more:
+            md += ["", "More details: " + "; ".join(f"{label(k)}: {plain(v)}" for k, v in more)]
         chosen = settings(r.summary)
         if chosen:
             md += ["", "Settings: " + ", ".join(f"{k} = {plain(v, limit=None)}" for k, v in chosen)]
@@ -141,19 +160,23 @@ def _notebook_links_md(r, out: Path, rendered: Path | None) -> str:
 
 STYLE = """
 *{box-sizing:border-box}
-body{font:16px/1.45 system-ui,sans-serif;max-width:1200px;margin:0 auto;padding:12px;color:#222}
+body{font:16px/1.45 system-ui,sans-serif;max-width:1200px;margin:0 auto;padding:12px;color:#222;
+overflow-wrap:break-word}
 h1{font-size:1.4em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4px 6px;text-align:left;
-vertical-align:top;overflow-wrap:anywhere}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top}
+table.overview{width:100%;table-layout:fixed}.overview td{overflow-wrap:anywhere}
+.overview th:nth-child(1){width:28%}.overview th:nth-child(2){width:5.5em}.overview th:nth-child(3){width:5em}
 .ok .status{color:#080}.failed .status,.timeout .status{color:#b00;font-weight:bold}
 .error{background:#fee;border:1px solid #e99;padding:8px;white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}
 .figures{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 figure{margin:0;max-width:100%}figure img{display:block;max-width:100%;height:auto;border:1px solid #eee}
 figure img.small{image-rendering:pixelated}figcaption{font-size:.9em;color:#444;max-width:100%}
 dl{margin:.3em 0}dt{font-weight:600}dd{margin:0 0 .4em 1.2em;overflow-wrap:anywhere}
-.scroll{overflow-x:auto;max-width:100%}.scroll table{width:auto;font-size:.85em}
+.scroll{overflow-x:auto;max-width:100%}.scroll table{font-size:.85em}.scroll td{overflow-wrap:normal;min-width:3em}
+.scroll th{white-space:nowrap}
 details{margin:.6em 0}summary{cursor:pointer}
-@media (max-width:600px){body{font-size:15px;padding:8px}td,th{padding:3px}}
+@media (max-width:600px){body{font-size:15px;padding:8px}td,th{padding:3px}
+.overview th:nth-child(2),.overview th:nth-child(3){width:3.6em}.overview{font-size:.9em}}
 """
 
 
@@ -166,7 +189,7 @@ def page(results_, out: Path, title: str, pages: dict) -> str:
     sections = "".join(_section(r, out, pages.get(r.name)) for r in results_)
     return (f"<!doctype html><html lang='en'><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{esc(title)}</title>"
-            f"<style>{STYLE}</style><h1>{esc(title)}</h1><table><tr><th>notebook</th><th>status</th><th>time (s)</th>"
+            f"<style>{STYLE}</style><h1>{esc(title)}</h1><table class='overview'><tr><th>notebook</th><th>status</th><th>time (s)</th>"
             f"<th>result</th></tr>{rows}</table>{sections}</html>")
 
 
@@ -192,6 +215,10 @@ def _section(r, out: Path, rendered: Path | None) -> str:
                      f"(<a href='{notebook}' download>.ipynb</a>)</p>")
     else:
         parts.append(f"<p>Executed notebook: <a href='{notebook}' download>.ipynb</a></p>")
+    more = details(r.summary)
+    if more:
+        parts.append("<details><summary>More details</summary><dl>" + "".join(
+            f"<dt>{esc(label(k))}</dt><dd>{_html_value(v, out)}</dd>" for k, v in more) + "</dl></details>")
     chosen = settings(r.summary)
     if chosen:
         parts.append("<details><summary>Settings</summary><dl>" + "".join(
@@ -216,8 +243,8 @@ def _figure(figure: dict) -> str:
 def _html_value(value, out: Path, depth: int = 0) -> str:
     esc = html.escape
     if isinstance(value, dict) and value and depth < 2:
-        if all(_is_scalar(v) for v in value.values()):
-            return esc(", ".join(f"{k}: {plain(v, limit=None)}" for k, v in value.items()))
+        if _no_tables(value) and len(plain(value, limit=None)) <= 300:  # short enough to read on one line
+            return esc(plain(value, limit=None))
         return "<dl>" + "".join(f"<dt>{esc(str(k))}</dt><dd>{_html_value(v, out, depth + 1)}</dd>"
                                 for k, v in value.items()) + "</dl>"
     if isinstance(value, list) and value and all(isinstance(row, dict) for row in value) and depth < 2:
@@ -244,8 +271,13 @@ def plain(value, limit: int | None = SHORT) -> str:
         text = f"{value:.4g}"
     elif isinstance(value, str):
         text = value
-    elif isinstance(value, dict) and all(_is_scalar(v) for v in value.values()):
-        text = ", ".join(f"{k}: {plain(v)}" for k, v in value.items())
+    elif isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif _is_scalar_list(value) and value:
+        text = "[" + ", ".join(plain(v, limit=None) for v in value) + "]"
+    elif isinstance(value, dict) and value and _no_tables(value):
+        text = ", ".join(f"{k}: ({plain(v, limit=None)})" if isinstance(v, dict) else f"{k}: {plain(v, limit=None)}"
+                         for k, v in value.items())
     else:
         text = json.dumps(value, ensure_ascii=False, default=str)
     return _cut(text, limit) if limit else text
@@ -260,6 +292,19 @@ def _cut(text: str, limit: int) -> str:
 
 def _is_scalar(value) -> bool:
     return isinstance(value, (str, int, float, bool)) or value is None
+
+
+def _no_tables(value) -> bool:
+    """True when no list of records (a table) is inside `value`."""
+    if isinstance(value, dict):
+        return all(_no_tables(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_is_scalar(v) for v in value)
+    return True
+
+
+def _is_scalar_list(value) -> bool:
+    return isinstance(value, list) and all(_is_scalar(v) for v in value)
 
 
 def _file_link(value, out: Path) -> str | None:
@@ -286,7 +331,7 @@ def _files(summary: dict | None, out: Path) -> list[tuple[str, str]]:
         else:
             link = _file_link(value, out)
             if link:
-                found.setdefault(str(value), link)
+                found.setdefault(link if not link.startswith("file:") else str(value), link)
 
     for key, value in (summary or {}).items():
         if key not in BOOKKEEPING and key not in SETTINGS_KEYS:

@@ -16,6 +16,7 @@ import urllib.request
 
 import nbformat
 import pytest
+from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from nbhelpers import report, runner
@@ -82,23 +83,31 @@ def lab(tiny_run, browser_out):
     root = browser_out / "lab"
     root.mkdir()
     for name, extra in (("02_txt2img", {}), ("04_lora", {"steps": LORA_STEPS})):
-        notebook = nbformat.read(runner.available()[name], as_version=4)
+        notebook = load_notebook_node(str(runner.available()[name]))  # papermill's reader: the tags it expects
         parameters = {**extra, "profile": "tiny", "output_dir": str(tiny_run)}
+        # the committed notebooks name no kernel (Colab picks its own): name this one, or Lab asks in a dialog
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                           "language": "python"}
         nbformat.write(parameterize_notebook(notebook, parameters), root / f"{name}.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     settings = browser_out / "lab-settings"
+    # Render every cell: JupyterLab 4 otherwise draws only the cells in view, and the test looks for outputs below
+    tracker = settings / "user" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     environment = dict(os.environ, HF_HUB_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(settings / "user"),
                        JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"), JUPYTER_RUNTIME_DIR=str(settings / "rt"))
     with open(browser_out / "jupyterlab.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+             "--ServerApp.terminals_enabled=False"] + (["--allow-root"] if os.geteuid() == 0 else []),  # CI: root
             stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{base}/api/status?token={token}", server)
-        yield base, token
+        yield base, token, browser_out
     finally:
         server.terminate()
         try:
@@ -121,14 +130,15 @@ def test_the_studio_draws_a_new_prompt_in_jupyterlab(browser, lab, browser_out):
     assert "image(s)" in studio.locator(".widget-html").last.inner_text()
     colours = gallery.evaluate_all(f"els => els.map({_CENTRE_COLOUR})")
     assert all(blue > 1.5 * max(red, green) for red, green, blue in colours), colours  # blue, as now asked
-    page.screenshot(path=str(browser_out / "jupyterlab-02-studio.png"), full_page=True)
+    studio.scroll_into_view_if_needed()
+    page.screenshot(path=str(browser_out / "jupyterlab-02-studio.png"))
     page.close()
 
 
 def test_the_lora_slider_redraws_in_jupyterlab(browser, lab, browser_out):
     page = _open_and_run_all(browser, lab, "04_lora")
     panel = page.locator(".jp-OutputArea-output .widget-vbox", has=page.locator(".widget-slider"))
-    picture = panel.locator(".widget-image img").first
+    picture = panel.locator("img.widget-image").first
     picture.wait_for(timeout=60_000)
     before = picture.get_attribute("src")
     assert "1.00" in panel.locator(".widget-readout").first.inner_text()
@@ -137,7 +147,8 @@ def test_the_lora_slider_redraws_in_jupyterlab(browser, lab, browser_out):
     page.wait_for_function("([img, old]) => img.getAttribute('src') !== old", arg=[picture.element_handle(), before],
                            timeout=60_000)
     assert panel.locator(".widget-readout").first.inner_text().strip() in ("0.00", "0.0", "0")
-    page.screenshot(path=str(browser_out / "jupyterlab-04-lora-slider.png"), full_page=True)
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(browser_out / "jupyterlab-04-lora-slider.png"))
     page.close()
 
 
@@ -155,15 +166,22 @@ _CENTRE_COLOUR = """img => {
 
 
 def _open_and_run_all(browser, lab, name: str):
-    base, token = lab
+    base, token, _ = lab
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
     page.locator(".jp-Notebook").wait_for(timeout=60_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+    # the kernel is up and connected (the status bar reads "Python 3 (ipykernel) | Idle")
+    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=120_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    # the last cell writes summary.json: the whole notebook ran
-    page.get_by_text("summary written to").wait_for(timeout=240_000)
+    dialog = page.locator(".jp-Dialog .jp-mod-accept")  # "Select Kernel", should Lab still ask: take python3
+    if dialog.count():
+        dialog.first.click()
+    try:  # the last cell writes summary.json: the whole notebook ran
+        page.get_by_text("summary written to").wait_for(timeout=300_000)
+    except Exception:
+        page.screenshot(path=str(lab[2] / f"failed-{name}.png"), full_page=True)
+        raise
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                           has_text="Traceback")
     assert errors.count() == 0, errors.first.inner_text()
