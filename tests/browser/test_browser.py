@@ -186,6 +186,8 @@ def test_ipywidgets_7_in_the_classic_notebook(browser, classic_ipywidgets7, brow
     assert versions.startswith("7."), versions
     for name in ("04_lora", "02_txt2img"):
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.goto(f"{base}/notebooks/{name}.ipynb?token={token}")
         page.wait_for_function("() => window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel"
                                " && Jupyter.notebook.kernel.is_connected()", timeout=120_000)
@@ -194,7 +196,11 @@ def test_ipywidgets_7_in_the_classic_notebook(browser, classic_ipywidgets7, brow
         if name == "04_lora":
             panel = page.locator(".output_area .widget-vbox", has=page.locator(".widget-slider")).last
             picture = panel.locator("img.widget-image").first
-            picture.wait_for(timeout=60_000)
+            try:
+                picture.wait_for(state="attached", timeout=60_000)
+            except Exception:
+                page.screenshot(path=str(browser_out / "failed-classic-04.png"), full_page=True)
+                raise AssertionError(f"the LoRA slider did not render; console errors: {errors}") from None
             before = picture.get_attribute("src")
             panel.locator(".ui-slider-handle").first.focus()  # ipywidgets 7: a jQuery UI slider
             page.keyboard.press("Home")
