@@ -153,6 +153,8 @@ def classic_ipywidgets7(tiny_run, browser_out):
         python -m venv --system-site-packages build/ipywidgets7
         build/ipywidgets7/bin/pip install "notebook>=6.5,<7" ipywidgets==7.7.1 widgetsnbextension==3.6.10 "jupyterlab_widgets<2"
         IPYWIDGETS7_PYTHON=build/ipywidgets7/bin/python python -m pytest tests/browser
+    Open problem: in 3 of 3 runs of this test 04's slider never rendered (no console error), while a manual run of
+    the same steps saw it render and redraw; 02's Studio worked whenever reached.
     """
     python = os.environ.get("IPYWIDGETS7_PYTHON")
     if not python:
