@@ -64,6 +64,7 @@ class Report:
             ("profile (auto)", facts["auto_profile"]),
         ]
         rows += [(name, version or "not installed") for name, version in facts["versions"].items()]
+        rows += [(name, version) for name, version in facts.get("frontends", {}).items() if version]
         return rows
 
     def text(self) -> str:
@@ -97,6 +98,44 @@ class Report:
         return self.text()
 
 
+# The Jupyter front ends and widget managers installed beside the kernel, and the ipywidgets line each speaks.
+FRONTENDS = ("jupyterlab", "notebook", "jupyterlab_widgets", "widgetsnbextension")
+
+
+def frontends() -> dict:
+    """Versions of the front-end packages installed in this environment (None: not installed)."""
+    import importlib.metadata
+
+    found = {}
+    for name in FRONTENDS:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def widget_mismatches(widgets: str | None, installed: dict) -> list[str]:
+    """Why a front end installed here would not show this kernel's widgets. A widget manager renders one ipywidgets
+    line: jupyterlab_widgets 1.x and widgetsnbextension 3.x render 7, 3.x and 4.x render 8; JupyterLab 4 and
+    Notebook 7 take only jupyterlab_widgets 3 (ipywidgets 8). Colab brings its own front end: not checked here."""
+    if not widgets:
+        return []
+    line = _version_tuple(widgets)[:1]
+    found = []
+    for package, manager_for in (("jupyterlab_widgets", {1: 7, 3: 8}), ("widgetsnbextension", {3: 7, 4: 8})):
+        version = installed.get(package)
+        major = _version_tuple(version)[:1] if version else ()
+        speaks = manager_for.get(major[0]) if major else None
+        if speaks and line and speaks != line[0]:
+            found.append(f"{package} {version} renders ipywidgets {speaks} widgets, the kernel has ipywidgets {widgets}")
+    for package, first_new in (("jupyterlab", 4), ("notebook", 7)):
+        version = installed.get(package)
+        if version and _version_tuple(version)[:1] >= (first_new,) and line == (7,):
+            found.append(f"{package} {version} renders only ipywidgets 8 widgets, the kernel has ipywidgets {widgets}")
+    return found
+
+
 def find_problems(facts: dict) -> list[tuple[str, str, str]]:
     problems = []
     if facts["gpu"] is None and facts["gpu_hardware"]:
@@ -110,6 +149,13 @@ def find_problems(facts: dict) -> list[tuple[str, str, str]]:
     if facts["runtime"] == "colab" and widgets and _version_tuple(widgets) >= (8,):
         problems.append(("warning", f"ipywidgets {widgets} on Colab: version 8 widgets do not render there.",
                          "pip install 'ipywidgets==7.7.1' and restart the runtime."))
+    mismatches = [] if facts["runtime"] == "colab" else widget_mismatches(widgets, facts.get("frontends", {}))
+    if mismatches:
+        problems.append(("warning", "Widgets (the Studio, the chat panel, sliders) will not show in this front end: "
+                         + "; ".join(mismatches) + ".",
+                         "In JupyterLab 4 or Notebook 7: pip install 'ipywidgets>=8,<9', then restart the kernel and "
+                         "reload the page. For ipywidgets 7 use the classic notebook (notebook<7) with "
+                         "widgetsnbextension 3.x, as Colab does."))
     free_disk = facts["disk"]["free_gb"]
     if free_disk is not None and free_disk < LOW_DISK_GB:
         problems.append(("warning", f"Only {free_disk} GiB of disk free: one SD checkpoint needs 2-7 GB.",
@@ -171,6 +217,7 @@ def collect(path: str | os.PathLike | None = None) -> dict:
         "workspace": workspace_status(path),
         "drive_mounted": (persist.DRIVE_MOUNT / "MyDrive").is_dir() if env.runtime() == "colab" else None,
         "versions": env.versions(),
+        "frontends": frontends(),
         "auto_profile": auto_profile_name(gpu_info),
     }
 

@@ -6,7 +6,7 @@ and write `summary.json`.
     settings.steps                                                # or engine.txt2img(**settings)
     with run.stage("generate"):
         ...
-    run.finish(images=[...], metrics={...})               # -> <output_dir>/02_txt2img/summary.json
+    run.finish(images={path: caption}, metrics={...})     # -> <output_dir>/02_txt2img/summary.json
 """
 
 from __future__ import annotations
@@ -87,7 +87,11 @@ class NotebookRun:
             return str(path)
 
     def finish(self, **results) -> Path:
-        """Write summary.json. `images=[paths]` are stored relative to the notebook's output folder."""
+        """Write summary.json. `images=[paths]` are stored relative to the notebook's output folder; given as
+        `images={path: caption}`, each caption (what the figure shows) goes under the figure in the run report."""
+        if isinstance(results.get("images"), dict):
+            results["captions"] = {self.relative(p): str(text) for p, text in results["images"].items()}
+            results["images"] = list(results["images"])
         self.results.update(results)
         if "images" in self.results:
             self.results["images"] = [self.relative(p) for p in self.results["images"]]

@@ -211,7 +211,7 @@ def execute(path: Path, out: Path, parameters: dict, timeout: float, random_weig
     if status == "timeout":
         error = f"stopped after the per-notebook limit of {timeout:g} s"
     elif status == "failed":
-        error = failing_cell_error(executed) or _last_line(log)
+        error = failing_cell_error(executed, path) or _last_line(log)
     summary = None
     if summary_path.is_file():
         try:
@@ -223,18 +223,38 @@ def execute(path: Path, out: Path, parameters: dict, timeout: float, random_weig
     return NotebookResult(path.stem, status, seconds, executed, error, summary)
 
 
-def failing_cell_error(executed: Path) -> str:
-    """`ExceptionName: message` of the first cell that raised, from the executed notebook."""
+# Cells papermill adds to the executed copy: the learner's notebook does not have them.
+PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+def failing_cell_error(executed: Path, original: Path | None = None) -> str:
+    """`cell N ("first line"): ExceptionName: message` for the first cell that raised, N counted (from 1, markdown
+    cells included) in the notebook the learner opens, not in papermill's executed copy, which has extra cells."""
     try:
         cells = json.loads(executed.read_text())["cells"]
     except (OSError, ValueError, KeyError):
         return ""
-    for index, cell in enumerate(cells):
+    learners = [c for c in cells if not PAPERMILL_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    positions = _positions_in(original)
+    for index, cell in enumerate(learners):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 value = ANSI.sub("", str(output.get("evalue", ""))).strip()
-                return f"cell {index}: {output.get('ename')}: {value}"
+                position = positions.get(cell.get("id"), index + 1)
+                source = "".join(cell["source"]) if isinstance(cell.get("source"), list) else cell.get("source", "")
+                first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+                where = f"cell {position}" + (f' ("{first[:80]}")' if first else "")
+                return f"{where}: {output.get('ename')}: {value}"
     return ""
+
+
+def _positions_in(original: Path | None) -> dict:
+    """Cell id -> position (from 1) in the original notebook; empty when it cannot be read or has no ids."""
+    try:
+        cells = json.loads(Path(original).read_text())["cells"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return {}
+    return {cell["id"]: number for number, cell in enumerate(cells, 1) if cell.get("id")}
 
 
 def _last_line(log: str) -> str:

@@ -59,3 +59,34 @@ def test_panel_holds_every_control(engine):
                     studio.seed, studio.randomise_button, studio.width, studio.height, studio.num_images,
                     studio.generate_button, studio.gallery):
         assert id(control) in inside
+
+
+def test_tiny_defaults_are_the_lab_prompts_without_a_negative_prompt():
+    studio = Studio(Engine("tiny", pipe=mock.MagicMock(), say=lambda message: None), generate=mock.Mock())
+    assert studio.prompt.value == "a red circle on a white background"
+    assert studio.negative_prompt.value == ""  # "blurry, lowres" greys the lab model's white background
+    from nbhelpers.lab import shapes
+
+    assert all(shapes.parse_caption(text) for text in studio.examples.options)  # prompts the lab model knows
+    studio.examples.value = studio.examples.options[2]
+    assert studio.prompt.value == studio.examples.options[2]
+
+
+def test_lora_scale_slider_redraws_without_an_output_widget(monkeypatch):
+    import ipywidgets
+    from PIL import Image
+
+    from nbhelpers.train import views
+
+    drawn = []
+    def fake_draw(pipe, prompts, seed=0, scale=None, **settings):
+        drawn.append(scale)
+        return [Image.new("RGB", (64, 64), (int(200 * scale), 0, 0))]
+    monkeypatch.setattr(views, "draw", fake_draw)
+    panel = views.scale_slider(object(), "a red circle on a white background")
+    slider, picture = panel.children
+    assert isinstance(slider, ipywidgets.FloatSlider) and isinstance(picture, ipywidgets.Image)
+    assert not any(isinstance(child, ipywidgets.Output) for child in panel.children)
+    first = picture.value
+    slider.value = 0.0
+    assert drawn == [1.0, 0.0] and picture.value != first and picture.value[:4] == b"\x89PNG"

@@ -71,3 +71,18 @@ def test_doctor_reports_the_workspace_notebooks_write_to(local_runtime, tmp_path
     local_runtime.setattr(persist, "KAGGLE_WORKSPACE", tmp_path / "kaggle" / "working")
     assert doctor.workspace_status()["path"] == str((tmp_path / "kaggle" / "working" / "outputs").resolve())
     assert doctor.workspace_status()["path"] == str(persist.workspace())
+
+
+def test_a_front_end_that_cannot_show_the_kernels_widgets_is_reported():
+    lab4 = {"jupyterlab": "4.6.6", "jupyterlab_widgets": "3.0.17", "notebook": None, "widgetsnbextension": "4.0.16"}
+    found = doctor.find_problems(_facts(frontends=lab4))  # the kernel has ipywidgets 7.7.1
+    assert len(found) == 1 and "jupyterlab 4.6.6 renders only ipywidgets 8" in found[0][1]
+    assert "pip install 'ipywidgets>=8,<9'" in found[0][2]
+    matching = {"jupyterlab": "4.6.6", "jupyterlab_widgets": "3.0.17", "widgetsnbextension": "4.0.16"}
+    assert doctor.find_problems(_facts(versions={"ipywidgets": "8.1.5"}, frontends=matching)) == []
+    classic = {"notebook": "6.5.7", "widgetsnbextension": "3.6.10", "jupyterlab": None}
+    assert doctor.find_problems(_facts(frontends=classic)) == []  # Colab's line in the classic notebook: fine
+    lab3_w8 = doctor.find_problems(_facts(versions={"ipywidgets": "8.1.5"}, frontends={"jupyterlab_widgets": "1.1.7"}))
+    assert "jupyterlab_widgets 1.1.7 renders ipywidgets 7 widgets" in lab3_w8[0][1]
+    # Colab brings its own front end: whatever is pip-installed beside the kernel says nothing about it
+    assert not any("front end" in p[1] for p in doctor.find_problems(_facts(runtime="colab", frontends=lab4)))

@@ -92,3 +92,36 @@ def test_panel_callbacks_without_a_browser(tiny_chat):
     assert "error" in panel.status.value and len(panel.history) == 1
     panel.on_clear()
     assert panel.history == [] and panel.transcript.value == ""
+
+
+def test_template_markers_the_model_writes_end_its_reply():
+    from nbhelpers.moe.chat import _MarkerFilter, _cut_at_marker
+
+    assert _cut_at_marker(" Sure! [/INST] cheese in Italian is bambino.") == " Sure!"
+    assert _cut_at_marker(" lune.</s>[INST] more") == " lune." and _cut_at_marker(" a [1] b") == " a [1] b"
+    shown = []
+    stream = _MarkerFilter(shown.append)
+    for piece in [" Sure", "! [/", "IN", "ST] cheese", " in Italian"]:
+        stream(piece)
+    stream.flush()
+    assert "".join(shown) == " Sure!"
+    shown.clear()
+    stream = _MarkerFilter(shown.append)
+    for piece in [" see [1", "] and", " more"]:
+        stream(piece)
+    stream.flush()
+    assert "".join(shown) == " see [1] and more"  # a bracket that is no marker is held back, then shown
+
+
+def test_panel_starts_with_the_profiles_example_prompts(tiny_chat):
+    from nbhelpers.moe import ChatPanel, chat_examples
+    from nbhelpers.profiles import get_profile
+
+    examples = chat_examples(get_profile("tiny").defaults["chat"], first="Translate to French: moon")
+    assert examples[0] == "Translate to French: moon" and any(e.startswith("Policy:") for e in examples)
+    assert any(e.startswith("Classify this request as safe or unsafe:") for e in examples)
+    panel = ChatPanel(*tiny_chat, examples=examples)
+    assert panel.prompt.value == "Translate to French: moon"
+    panel.examples.value = examples[1]
+    assert panel.prompt.value == examples[1]
+    assert panel.temperature.style.description_width == "initial"  # the label is not cut to "temperat..."

@@ -75,3 +75,19 @@ def test_select_accepts_number_stem_or_file_name(folder):
     assert [p.stem for p in runner.select(["90", "91_broken.ipynb"], folder)] == ["90_good", "91_broken"]
     with pytest.raises(ParameterError):
         runner.select(["9"], folder)
+
+
+def test_a_failure_names_the_cell_as_the_learner_sees_it(tmp_path):
+    """Position in the original notebook (markdown cells count, papermill's added cells do not) and its first line."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    params = new_code_cell('profile = "auto"\nseed = 0\noutput_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    cells = [nbformat.v4.new_markdown_cell("# Title"), params, nbformat.v4.new_markdown_cell("Now divide:"),
+             new_code_cell("\n# the risky part\nratio = 1 / 0")]
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, folder / "93_cells.ipynb")
+    result = runner.run(["93"], folder=folder, out=tmp_path / "run", echo=lambda line: None)[0]
+    assert result.status == "failed"
+    assert result.error == 'cell 4 ("# the risky part"): ZeroDivisionError: division by zero'

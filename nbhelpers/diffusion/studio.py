@@ -13,6 +13,7 @@ import time
 
 from nbhelpers.checks import ParameterError
 from nbhelpers.diffusion import metadata, samplers
+from nbhelpers.profiles import LAB_PREFIX
 
 
 class Studio:
@@ -29,9 +30,11 @@ class Studio:
         wide = {"layout": w.Layout(width="98%"), "style": {"description_width": "110px"}}
         narrow = {"style": {"description_width": "110px"}}
 
-        self.prompt = w.Textarea(value="a lighthouse on a cliff at dusk, (volumetric light:1.2)",
-                                 description="Prompt", **wide)
-        self.negative_prompt = w.Textarea(value="blurry, lowres", description="Negative prompt", **wide)
+        examples = example_prompts(engine.profile)
+        self.examples = w.Dropdown(options=examples, value=examples[0], description="Examples", **wide)
+        self.prompt = w.Textarea(value=examples[0], description="Prompt", **wide)
+        # The profile's own: under tiny none, since the lab model draws "blurry, lowres" as a grey background.
+        self.negative_prompt = w.Textarea(value=default("negative_prompt"), description="Negative prompt", **wide)
         self.sampler = w.Dropdown(options=samplers.available(), value=default("sampler"), description="Sampler", **narrow)
         self.steps = w.IntSlider(value=default("steps"), min=1, max=150, description="Steps", **narrow)
         self.guidance_scale = w.FloatSlider(value=default("guidance_scale"), min=0.0, max=20.0, step=0.5,
@@ -46,10 +49,11 @@ class Studio:
         self.status = w.HTML(value="")
         self.gallery = w.HBox(layout=w.Layout(flex_flow="row wrap"))
 
+        self.examples.observe(lambda change: setattr(self.prompt, "value", change["new"]), names="value")
         self.randomise_button.on_click(lambda _button: self.randomise())
         self.generate_button.on_click(lambda _button: self.generate())
         self.panel = w.VBox([
-            self.prompt, self.negative_prompt,
+            self.examples, self.prompt, self.negative_prompt,
             w.HBox([self.sampler, self.steps]), w.HBox([self.guidance_scale, self.num_images]),
             w.HBox([self.seed, self.randomise_button]), w.HBox([self.width, self.height]),
             w.HBox([self.generate_button, self.status]), self.gallery,
@@ -95,6 +99,24 @@ class Studio:
         from IPython.display import display
 
         display(self.panel)
+
+
+def example_prompts(profile) -> list[str]:
+    """Prompts the profile's model draws well, its default first. A lab model (tiny) knows only its captions:
+    a colour and a shape on a background, and composes colour-shape pairs it never saw (the held-out ones)."""
+    first = profile.default("txt2img", "prompt")
+    if profile.model("txt2img").source.startswith(LAB_PREFIX):
+        from nbhelpers.lab import shapes
+
+        specs = [shapes.ShapeSpec("green", "square"), shapes.ShapeSpec("yellow", "star", "black"),
+                 shapes.ShapeSpec("blue", "triangle", "gray"), shapes.ShapeSpec("purple", "square"),
+                 *(shapes.ShapeSpec(colour, shape) for colour, shape in shapes.HELD_OUT[:2])]
+        others = [shapes.caption(spec) for spec in specs]
+    else:
+        others = ["a red fox in fresh snow, golden hour, (detailed fur:1.2)",
+                  "a watercolour painting of a harbour town at sunrise",
+                  "portrait of an old sailor, oil painting, dramatic light"]
+    return list(dict.fromkeys([first, *others]))
 
 
 def _png_bytes(image, parameters: str) -> bytes:

@@ -26,7 +26,7 @@ _LAZY = {
     "GUARDRAIL": "chat", "chat_messages": "chat", "chat_text": "chat", "generate": "chat",
     "compare_guardrail": "chat", "moderate": "chat", "parse_moderation": "chat", "lesson_outcomes": "chat",
     "extract_code": "codecheck", "run_code": "codecheck", "check_code_answers": "codecheck", "code_task": "codecheck",
-    "ChatPanel": "panel", "markdown_table": "show", "save_figure": "show",
+    "ChatPanel": "panel", "chat_examples": "panel", "markdown_table": "show", "save_figure": "show",
 }
 
 

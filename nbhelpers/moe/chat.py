@@ -66,6 +66,43 @@ def _streamer(tokenizer, on_text):
     return CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
+# The chat template's markers. A small model sometimes writes one itself (" Sure! [/INST] ..."): the reply ends there.
+TEMPLATE_MARKERS = ("[INST]", "[/INST]", "<s>", "</s>")
+
+
+def _cut_at_marker(text: str) -> str:
+    ends = [text.find(marker) for marker in TEMPLATE_MARKERS if marker in text]
+    return text[:min(ends)].rstrip() if ends else text
+
+
+class _MarkerFilter:
+    """Passes streamed text on up to the first template marker; holds back a tail that may be the start of one."""
+
+    def __init__(self, on_text):
+        self.on_text, self.text, self.sent, self.stopped = on_text, "", 0, False
+
+    def __call__(self, piece: str) -> None:
+        if self.stopped:
+            return
+        self.text += piece
+        clean = _cut_at_marker(self.text)
+        self.stopped = clean != self.text
+        safe = len(clean)
+        if not self.stopped:  # a tail like " [/IN" may become a marker: wait for more, spaces before it included
+            tail = max(clean.rfind("[", max(0, len(clean) - 8)), clean.rfind("<", max(0, len(clean) - 4)))
+            if tail >= 0:
+                safe = len(clean[:tail].rstrip())
+        if safe > self.sent:
+            self.on_text(clean[self.sent:safe])
+            self.sent = safe
+
+    def flush(self) -> None:
+        clean = _cut_at_marker(self.text)
+        if len(clean) > self.sent:
+            self.on_text(clean[self.sent:])
+            self.sent = len(clean)
+
+
 def _print(text: str) -> None:
     print(text, end="", flush=True)
 
@@ -96,8 +133,11 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 64, tempera
         options.update(do_sample=True, temperature=temperature, top_p=top_p)
     else:
         options.update(do_sample=False, temperature=None, top_p=None)
+    # Stop as soon as the model starts a new turn of the template itself; its text is cut there below.
+    options.update(stop_strings=["[INST]", "[/INST]"], tokenizer=tokenizer)
+    shown = _MarkerFilter(on_text or _print) if stream else None
     if stream:
-        options["streamer"] = _streamer(tokenizer, on_text or _print)
+        options["streamer"] = _streamer(tokenizer, shown)
     if seed is not None:
         torch.manual_seed(seed)
     start = time.perf_counter()
@@ -105,9 +145,12 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 64, tempera
         output = model.generate(**inputs, **options)
     seconds = time.perf_counter() - start
     new = output[0, prompt_tokens:]
-    if stream and on_text is None:
-        print()
-    return {"prompt": prompt, "text": tokenizer.decode(new, skip_special_tokens=True), "prompt_tokens": prompt_tokens,
+    if stream:
+        shown.flush()
+        if on_text is None:
+            print()
+    reply = _cut_at_marker(tokenizer.decode(new, skip_special_tokens=True))
+    return {"prompt": prompt, "text": reply, "prompt_tokens": prompt_tokens,
             "new_tokens": int(new.numel()), "seconds": round(seconds, 3),
             "tokens_per_s": round(new.numel() / seconds, 2) if seconds > 0 else None,
             "temperature": temperature, "top_p": top_p, "guardrail": guardrail}

@@ -13,27 +13,54 @@ import html
 from nbhelpers.moe.chat import generate
 
 
+def chat_examples(examples: dict, first: str | None = None) -> list[str]:
+    """The prompts of a profile's chat examples (`profile.defaults["chat"]`), `first` first. For the lab MoE (tiny)
+    these are its task forms, the only prompts it answers well: translate, a policy line, classify, code."""
+    from nbhelpers.moe.chat import SAFETY_PROMPT, moderation_prompt
+    from nbhelpers.moe.codecheck import code_task
+
+    texts = examples.get("moderation_texts", [])
+    if examples.get("moderation_form") == "safe_unsafe":
+        moderation = [SAFETY_PROMPT.format(text=text) for text in texts]
+    else:
+        moderation = [moderation_prompt(text) for text in texts[:1]]
+    found = [first, examples.get("prompt"), *examples.get("policy_prompts", []), *moderation,
+             code_task(examples["code_task"])["prompt"] if examples.get("code_task") else None]
+    return list(dict.fromkeys(text for text in found if text))
+
+
 class ChatPanel:
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 64, temperature: float = 0.7, top_p: float = 0.9,
-                 guardrail: bool = True):
+                 guardrail: bool = True, examples: list[str] | None = None):
         import ipywidgets as w
 
         self.model, self.tokenizer = model, tokenizer
         self.history: list[tuple[str, str]] = []
-        self.prompt = w.Textarea(placeholder="Ask something, then press Send", layout=w.Layout(width="98%"))
-        self.temperature = w.FloatSlider(value=temperature, min=0.0, max=1.5, step=0.05, description="temperature")
-        self.top_p = w.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, description="top_p")
-        self.max_new_tokens = w.IntSlider(value=max_new_tokens, min=8, max=1024, step=8, description="new tokens")
-        self.guardrail = w.Checkbox(value=guardrail, description="guardrail")
+        examples = list(examples or [])
+        self.prompt = w.Textarea(value=examples[0] if examples else "", placeholder="Ask something, then press Send",
+                                 layout=w.Layout(width="98%"))
+        # An example picked here goes into the prompt box; the first is there already.
+        self.examples = w.Dropdown(options=examples, value=examples[0] if examples else None,
+                                   description="examples", layout=w.Layout(width="98%"))
+        self.examples.observe(lambda change: setattr(self.prompt, "value", change["new"] or ""), names="value")
+        # "initial": each label as wide as its text (the default 80 px cut "temperature" to "temperat...")
+        label = {"style": {"description_width": "initial"}}
+        self.temperature = w.FloatSlider(value=temperature, min=0.0, max=1.5, step=0.05, description="temperature",
+                                         **label)
+        self.top_p = w.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, description="top_p", **label)
+        self.max_new_tokens = w.IntSlider(value=max_new_tokens, min=8, max=1024, step=8, description="new tokens",
+                                          **label)
+        self.guardrail = w.Checkbox(value=guardrail, description="guardrail", **label)
         self.send_button = w.Button(description="Send", button_style="primary")
         self.clear_button = w.Button(description="Clear")
         self.transcript = w.HTML(value="")
         self.status = w.HTML(value="")
         self.send_button.on_click(self.on_send)
         self.clear_button.on_click(self.on_clear)
-        controls = w.HBox([self.temperature, self.top_p, self.max_new_tokens, self.guardrail])
-        self.widget = w.VBox([self.transcript, self.prompt, controls, w.HBox([self.send_button, self.clear_button]),
-                              self.status])
+        controls = w.HBox([self.temperature, self.top_p, self.max_new_tokens, self.guardrail],
+                          layout=w.Layout(flex_flow="row wrap"))  # narrow screens: the sliders wrap
+        self.widget = w.VBox(([self.examples] if examples else []) + [
+            self.transcript, self.prompt, controls, w.HBox([self.send_button, self.clear_button]), self.status])
 
     def _render(self, pending: str | None = None, answer: str = "") -> None:
         turns = self.history + ([(pending, answer)] if pending is not None else [])

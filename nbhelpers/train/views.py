@@ -74,15 +74,28 @@ def loss_figure(losses: list[dict], path, keys=("loss",)):
 
 
 def scale_slider(pipe, prompt: str, seed: int = 0, **settings):
-    """A slider for the LoRA scale (0 = base model, 1 = as trained, >1 = exaggerated). Works on ipywidgets 7 and 8."""
+    """A slider for the LoRA scale (0 = base model, 1 = as trained, >1 = exaggerated) above the picture it draws.
+
+    A slider and an Image widget in a VBox, redrawn on each move: it renders on ipywidgets 7.7.1 (Colab, classic
+    notebook) and 8.x (JupyterLab 4, Notebook 7). `ipywidgets.interactive` is not used: it prints into an Output
+    widget inside a box, which widgetsnbextension 3.6.10 (Colab's) fails to show ("_deserialize_state is not a
+    function")."""
+    import io
+
     import ipywidgets
 
-    def redraw(scale):
-        show(draw(pipe, [prompt], seed=seed, scale=scale, **settings)[0].resize((192, 192)))
-
     slider = ipywidgets.FloatSlider(value=1.0, min=0.0, max=1.5, step=0.25, description="LoRA scale",
-                                    continuous_update=False)
-    return ipywidgets.interactive(redraw, scale=slider)
+                                    continuous_update=False, style={"description_width": "80px"})
+    picture = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px", height="192px"))
+
+    def redraw(_change=None):
+        buffer = io.BytesIO()
+        draw(pipe, [prompt], seed=seed, scale=slider.value, **settings)[0].resize((192, 192)).save(buffer, "PNG")
+        picture.value = buffer.getvalue()
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return ipywidgets.VBox([slider, picture])
 
 
 def subject_rate(images, subject) -> float:
