@@ -132,6 +132,15 @@ def to_tensor(image):
     return torch.from_numpy(numpy.asarray(image, dtype=numpy.uint8).copy()).permute(2, 0, 1)
 
 
+ENCODE_PIXELS = 8 * 512 * 512  # cached latents are encoded this many pixels at a time: 8 images at 512, 2 at 1024
+
+
+def encode_batch(resolution: int) -> int:
+    """Images per VAE call when caching latents: the VAE encoder's activations grow with the pixels it sees at once
+    (8 SDXL images at 1024 would need ~6 GB on a T4); nbhelpers.plan.training predicts the same."""
+    return max(1, min(8, ENCODE_PIXELS // (resolution * resolution)))
+
+
 def to_model_range(pixels):
     """uint8 (B, 3, H, W) -> float in [-1, 1], what the VAE expects."""
     return pixels.float() / 127.5 - 1.0

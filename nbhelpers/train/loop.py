@@ -236,9 +236,10 @@ def start_run(config: TrainConfig, accelerator, instances) -> Run:
     stream = data.TrainingStream(instances, config.steps * config.gradient_accumulation * global_batch, config.seed,
                                  classes)
     if config.cache_latents:
-        stream.instances.images = encode_all(pipe.vae, stream.instances.images)
+        per_call = data.encode_batch(config.resolution)
+        stream.instances.images = encode_all(pipe.vae, stream.instances.images, per_call)
         if classes is not None:
-            stream.classes.images = encode_all(pipe.vae, stream.classes.images)
+            stream.classes.images = encode_all(pipe.vae, stream.classes.images, per_call)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, shuffle=False, collate_fn=data.collate)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                                  num_training_steps=config.steps)
