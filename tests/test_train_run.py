@@ -133,11 +133,15 @@ def test_a_finished_run_is_returned_not_retrained(reference):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(reference, tmp_path):
+@pytest.mark.parametrize("base", [None, "tiny:sdxl"], ids=["sd", "sdxl"])
+def test_two_processes_match_one_process_with_the_same_global_batch(reference, tmp_path, base):
+    if base is not None:
+        reference = train(_lora(tmp_path / "one", base=base))
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "nbhelpers.train", "lora", "--data", LORA, "--profile", "tiny", "--no-progress",
                "--steps", "4", "--batch-size", "1", "--checkpoint-every", "2", "--output", str(out)]
+    command += ["--base", base] if base else []
     try:
         subprocess.run(command, check=True, env=ENV, timeout=240, capture_output=True, text=True)
     except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as error:  # show why, not only that

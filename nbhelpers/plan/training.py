@@ -67,12 +67,18 @@ class TrainSettings:
         return ", ".join(parts)
 
 
-def check(model: str, mode: str, settings: TrainSettings) -> str:
+def trainable_model(model: str) -> str:
+    """The short name of a model nbhelpers.train can train (a UNet: SD 1.x or SDXL), else ParameterError."""
     model = configs.check_model(model)
-    checks.choice("mode", mode, MODES)
-    if "unet" not in configs.component_classes(model):
+    if configs.kind(model) != "diffusion" or "unet" not in configs.component_classes(model):
         raise checks.ParameterError("model", model, "a UNet model for training (nbhelpers.train trains SD 1.x and "
-                                    "SDXL): sd15, sdxl, tiny-sd or their Hub ids")
+                                    "SDXL): sd15, sdxl, tiny-sd, tiny-sdxl or their Hub ids")
+    return model
+
+
+def check(model: str, mode: str, settings: TrainSettings) -> str:
+    model = trainable_model(model)
+    checks.choice("mode", mode, MODES)
     checks.integer("resolution", settings.resolution, minimum=64, maximum=4096)
     if settings.resolution % 64:
         raise checks.ParameterError("resolution", settings.resolution, "must be a multiple of 64")
@@ -258,7 +264,7 @@ def profile_settings(model: str, gpu: str, mode: str = "lora") -> TrainSettings:
     from nbhelpers.profiles import PROFILES
 
     profile = PROFILES["t4" if gpu_key(gpu) == "t4" else "large"]
-    is_xl = configs.component_config(configs.check_model(model), "unet").get("addition_embed_type") == "text_time"
+    is_xl = configs.component_config(trainable_model(model), "unet").get("addition_embed_type") == "text_time"
     defaults = profile.defaults["train_sdxl" if is_xl else "train"]
     dtype = {"fp16": "float16", "bf16": "bfloat16", "no": "float32"}[defaults["mixed_precision"]]
     return TrainSettings.from_defaults(defaults, "dreambooth" if mode.startswith("dreambooth") else mode, dtype)
