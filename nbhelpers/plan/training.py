@@ -20,8 +20,9 @@ counted as PyTorch's memory-efficient SDPA keeps it (queries, keys, values and o
 With gradient checkpointing (diffusers checkpoints each ResnetBlock2D and BasicTransformerBlock) only each block's
 input stays, plus the saved tensors of one block while backward recomputes it. Backward also holds gradients of
 activations: counted as twice the largest saved tensor. What is not counted: allocator fragmentation (the 95%
-headroom of the verdict), cuDNN workspaces, and the text encoders' activations when they train (77 tokens: small).
-These are predictions: no GPU was available to measure them when this was written.
+headroom of the verdict), cuDNN workspaces, the fp32 copies autocast makes for normalisation layers (a reason to
+keep gradient checkpointing on where the plan says it could go), and the text encoders' activations when they
+train (77 tokens: small). These are predictions: no GPU was available to measure them when this was written.
 """
 
 from __future__ import annotations
