@@ -46,6 +46,7 @@ OPTIONS = [
     ("class-prompt", str, "dreambooth: the plain class prompt; turns on prior preservation"),
     ("num-class-images", int, "dreambooth: class images to generate (cached)"),
     ("prior-loss-weight", float, "dreambooth: weight of the prior loss (default 1.0)"),
+    ("class-image-steps", int, "dreambooth: denoising steps per class image (default: the profile's)"),
     ("class-data", str, "folder caching class images (default: beside --output)"),
     ("checkpoint-every", int, "save a checkpoint every K steps"),
     ("keep-checkpoints", int, "how many recent checkpoints to keep"),
