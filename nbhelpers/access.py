@@ -46,7 +46,9 @@ LICENCES = {
     "ibm-granite/granite-3.1-1b-a400m-instruct": Licence("Apache-2.0", "yes", False, "t4, large: 08 (DPO starts here)"),
     "allenai/OLMoE-1B-7B-0125-Instruct": Licence("Apache-2.0", "yes", False, "large: chat (01, 09)"),
     "stabilityai/stable-diffusion-xl-base-1.0": Licence("CreativeML Open RAIL++-M", OPENRAIL, False,
-                                                        "large: txt2img (02); 06"),
+                                                        "large: txt2img (02); 06; t4, large: SDXL LoRA/DreamBooth "
+                                                        "base (`base=\"train_sdxl\"`, 04/05)"),
+    "madebyollin/sdxl-vae-fp16-fix": Licence("MIT", "yes", False, "t4, large: the VAE of SDXL training (fp16-safe)"),
     "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": Licence("CreativeML Open RAIL++-M", OPENRAIL, False,
                                                                 "large: inpaint (03)"),
     "mistralai/Mixtral-8x7B-Instruct-v0.1": Licence("Apache-2.0", "yes", True,
@@ -62,11 +64,13 @@ LICENCES = {
 
 
 LAB = Licence("Apache-2.0 (this repository; trained here)", "yes", False, "tiny")
+TINY = Licence("Apache-2.0 (this repository; random weights built on your machine)", "yes", False, "tiny")
 
 
 def licence_of(source: str) -> Licence | None:
-    """The entry for a model source; every `lab:` model is this repository's own work."""
-    return LICENCES.get(source) or (LAB if source.startswith("lab:") else None)
+    """The entry for a model source; every `lab:` model is this repository's own work, every `tiny:` one is built
+    from a seed on the user's machine (nbhelpers.tiny)."""
+    return LICENCES.get(source) or (LAB if source.startswith("lab:") else TINY if source.startswith("tiny:") else None)
 
 
 def page(model: str) -> str:

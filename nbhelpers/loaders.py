@@ -75,16 +75,20 @@ def load_chat(profile: Profile | str = "auto", task: str = "chat"):
     return model.eval(), tokenizer
 
 
-def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
-    """The profile's pipeline for `task` ("txt2img", "inpaint" or "train_base"), on the profile's device."""
+def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img", spec: ModelSpec | None = None):
+    """The profile's pipeline for `task` ("txt2img", "inpaint", "train_base" or "train_sdxl"), on the profile's
+    device; `spec` loads another model the same way (the trainer's `base`)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     persist.configure_model_cache()
     from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
-    spec = profile.model(task)
+    spec = spec or profile.model(task)
     device = device_for(profile)
     pipeline_class = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForText2Image
-    options = {"use_safetensors": True, "safety_checker": None, "requires_safety_checker": False}
+    source = resolve_source(spec)
+    options = {"use_safetensors": True}
+    if has_safety_checker(source):
+        options.update(safety_checker=None, requires_safety_checker=False)
     if device == "cuda":
         options["torch_dtype"] = dtypes.to_torch(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
         if spec.variant:
@@ -95,7 +99,10 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
     import transformers
 
     with hub_access(spec.source), quiet_loading(diffusers, transformers):
-        pipe = pipeline_class.from_pretrained(resolve_source(spec), **options)
+        if spec.vae and device == "cuda" and not rehearsal.enabled():  # the rehearsal keeps the pipeline's own
+            options["vae"] = diffusers.AutoencoderKL.from_pretrained(
+                resolve_source(ModelSpec(spec.vae)), torch_dtype=options["torch_dtype"], use_safetensors=True)
+        pipe = pipeline_class.from_pretrained(source, **options)
     if spec.offload == "model" and device == "cuda":
         pipe.enable_model_cpu_offload()
     elif spec.offload == "sequential" and device == "cuda":
@@ -104,6 +111,17 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img"):
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def has_safety_checker(source: str) -> bool:
+    """SD 1.x pipelines take a safety checker (turned off here); SDXL's do not and warn about the argument."""
+    import json
+    from pathlib import Path
+
+    index = Path(source) / "model_index.json"
+    if index.is_file():
+        return "XL" not in json.loads(index.read_text()).get("_class_name", "")
+    return "-xl-" not in source.lower()
 
 
 def load_hub_pipeline(model_id: str, **options):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from nbhelpers import checks
 
-TASKS = ("chat", "instruct_base", "instruct_sft", "txt2img", "inpaint", "train_base")
+TASKS = ("chat", "instruct_base", "instruct_sft", "txt2img", "inpaint", "train_base", "train_sdxl")
 CHAT_TASKS = ("chat", "instruct_base", "instruct_sft")  # language models; the instruct lesson starts from the others
 TINY_PREFIX = "tiny:"  # built on this machine from a seed (nbhelpers.tiny)
 LAB_PREFIX = "lab:"  # trained once, shipped in data/lab (nbhelpers.lab)
@@ -30,6 +30,7 @@ class ModelSpec:
     variant: str | None = None  # Hub weight variant, e.g. "fp16" halves the download
     quantization: str | None = None
     offload: str = "none"  # "none", "model" (one component at a time on the GPU) or "sequential"
+    vae: str | None = None  # another VAE in place of the pipeline's own (SDXL's fp16-safe one on GPUs)
     note: str = ""
 
     @property
@@ -89,6 +90,12 @@ GRANITE_INSTRUCT_LESSON = {
                               note="its instruct version: DPO starts here"),
 }
 
+# SDXL training base on GPUs: fp16 weights, and the fp16-safe VAE (the original SDXL VAE overflows in fp16, so the
+# pipeline would otherwise keep it in fp32 and encode at twice the memory).
+SDXL_TRAIN_BASE = ModelSpec("stabilityai/stable-diffusion-xl-base-1.0", dtype="float16", variant="fp16",
+                            vae="madebyollin/sdxl-vae-fp16-fix")
+
+
 PROFILES = {
     "tiny": Profile(
         name="tiny",
@@ -104,6 +111,8 @@ PROFILES = {
             "txt2img": ModelSpec("lab:sd", note="2.9M-parameter lab SD that draws coloured shapes"),
             "inpaint": ModelSpec("lab:sd", note="the lab SD, inpainting by latent blending"),
             "train_base": ModelSpec("lab:sd"),
+            "train_sdxl": ModelSpec("tiny:sdxl", note="random miniature SDXL: the trainer's SDXL path in seconds, "
+                                                      "nothing to learn from it"),
         },
         defaults={
             # The lab MoE knows the lab task forms (nbhelpers.lab.tasks) and was trained greedy.
@@ -155,6 +164,7 @@ PROFILES = {
                                  variant="fp16"),
             "train_base": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype="float16",
                                     variant="fp16"),
+            "train_sdxl": SDXL_TRAIN_BASE,
         },
         defaults={
             "chat": {"max_new_tokens": 256, "context_tokens": 8192, "temperature": 0.7, "top_p": 0.9,
@@ -201,6 +211,7 @@ PROFILES = {
                                  variant="fp16"),
             "train_base": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype="float16",
                                     variant="fp16"),
+            "train_sdxl": SDXL_TRAIN_BASE,
         },
         defaults={
             "chat": {"max_new_tokens": 512, "context_tokens": 4000, "temperature": 0.7, "top_p": 0.9,
@@ -233,6 +244,20 @@ PROFILES = {
         },
     ),
 }
+# "train_sdxl": the "train" defaults with what an SDXL base changes; the trainer reads them for an SDXL `base`.
+# t4 (15 GB VRAM, 12.7 GB RAM): SDXL's fp16 UNet alone is 5.1 GB, so 1024 px trains only with gradient
+# checkpointing, 8-bit Adam, batch 1, cached latents and text embeddings (encoders off the GPU); `nbhelpers plan
+# sdxl --train lora` gives the predicted peak. Class images cost ~25 s each at 1024 on a T4: 50 of them, 20 steps.
+SDXL_TRAIN_CHANGES = {
+    "tiny": {},  # the miniature trains at the lab size
+    "t4": {"resolution": 1024, "batch_size": 1, "gradient_accumulation": 1, "gradient_checkpointing": True,
+           "use_8bit_adam": True, "mixed_precision": "fp16", "cache_latents": True, "dreambooth_steps": 500,
+           "num_class_images": 50, "class_image_steps": 20, "checkpoint_every": 50},
+    "large": {"resolution": 1024, "batch_size": 1, "gradient_accumulation": 2, "gradient_checkpointing": True,
+              "use_8bit_adam": False, "mixed_precision": "bf16", "cache_latents": True, "num_class_images": 100},
+}
+for _name, _changes in SDXL_TRAIN_CHANGES.items():
+    PROFILES[_name].defaults["train_sdxl"] = {**PROFILES[_name].defaults["train"], **_changes}
 PROFILE_NAMES = tuple(PROFILES) + ("auto",)
 LARGE_GPU_GB = 20
 

@@ -7,6 +7,8 @@ written last detects a damaged or half-built cache, which is then rebuilt.
 - mixtral:    MixtralForCausalLM (8 experts, top-2) with a byte-level BPE tokenizer and the Mixtral chat template
 - sd:         StableDiffusionPipeline (UNet, VAE, CLIP text encoder, the real 49,408-token CLIP tokenizer)
 - sd-inpaint: the same with a 9-channel inpainting UNet
+- sdxl:       StableDiffusionXLPipeline: SDXL's UNet conditioning (two CLIP text encoders, the second with a
+              projection giving the pooled vector, and the "text_time" size/crop embedding), the same tiny VAE
 """
 
 from __future__ import annotations
@@ -153,12 +155,52 @@ def build_sd_inpaint(folder: Path) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
-BUILDERS = {"mixtral": build_mixtral, "sd": build_sd, "sd-inpaint": build_sd_inpaint}
+def sdxl_components():
+    """UNet, VAE, both text encoders, tokenizers and scheduler of a tiny SDXL pipeline (seeded).
+
+    What makes it SDXL and not SD 1.x: the UNet reads the two encoders' hidden states side by side (32 + 32 = 64
+    wide) and adds a "text_time" embedding of the second encoder's pooled vector (32) and six size numbers
+    (original height and width, crop top and left, target height and width; 8 sinusoidal features each)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8, cross_attention_dim=64,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(16, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64,
+    )
+    config = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    tokenizer = clip_tokenizer()
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    return {"unet": unet, "vae": vae, "text_encoder": CLIPTextModel(config), "tokenizer": tokenizer,
+            "text_encoder_2": CLIPTextModelWithProjection(config), "tokenizer_2": tokenizer, "scheduler": scheduler}
+
+
+def build_sdxl(folder: Path) -> None:
+    from diffusers import StableDiffusionXLPipeline
+
+    StableDiffusionXLPipeline(**sdxl_components()).save_pretrained(folder, safe_serialization=True)
+
+
+BUILDERS = {"mixtral": build_mixtral, "sd": build_sd, "sd-inpaint": build_sd_inpaint, "sdxl": build_sdxl}
 # Files a model cannot load without. A manifest must list them (and they must match their hashes): a manifest that
 # lists fewer files, or none, would otherwise vouch for a folder that from_pretrained then fails on.
 _SD_FILES = ("model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
              "text_encoder/model.safetensors", "tokenizer/tokenizer.json")
-REQUIRED = {"mixtral": ("config.json", "model.safetensors", "tokenizer.json"), "sd": _SD_FILES, "sd-inpaint": _SD_FILES}
+REQUIRED = {"mixtral": ("config.json", "model.safetensors", "tokenizer.json"), "sd": _SD_FILES, "sd-inpaint": _SD_FILES,
+            "sdxl": _SD_FILES + ("text_encoder_2/model.safetensors", "tokenizer_2/tokenizer.json")}
 
 
 def cache_root() -> Path:

@@ -267,7 +267,7 @@ API = {
     "start: negative seed": ("seed", lambda tmp: lambda: nbhelpers.start("00_setup", profile="tiny", seed=-3)),
     "start: output folder not writable": ("output_dir", _setup_readonly_output),
     "unknown task": ("task", lambda tmp: lambda: profiles.get_profile("tiny").model("video")),
-    "unknown tiny model": ("tiny model", lambda tmp: lambda: __import__("nbhelpers.tiny").tiny.ensure("sdxl", tmp)),
+    "unknown tiny model": ("tiny model", lambda tmp: lambda: __import__("nbhelpers.tiny").tiny.ensure("flux", tmp)),
     "unknown notebook": ("notebook", lambda tmp: lambda: runner.select(["42"])),
     # generation
     "width not a multiple of 8": ("width", lambda tmp: _engine_call("txt2img", "a cat", width=100)),

@@ -1,34 +1,17 @@
-"""The SDXL path of the prompt encoder (the `large` profile), on a randomly initialised miniature SDXL."""
+"""The SDXL path of the prompt encoder (the `large` profile), on the randomly initialised miniature SDXL."""
 
 import pytest
 
 
 @pytest.fixture(scope="module")
 def sdxl():
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """The miniature SDXL of nbhelpers.tiny (the trainer's `tiny:sdxl`): SDXL conditions on both text encoders
+    (32 + 32 = 64) and on a pooled vector plus six size numbers (32 + 6 x 8)."""
+    from diffusers import StableDiffusionXLPipeline
 
     from nbhelpers import tiny
 
-    torch.manual_seed(0)
-    # SDXL conditions on both text encoders (32 + 32 = 64) and on a pooled vector plus six size numbers (32 + 6 x 8).
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, projection_class_embeddings_input_dim=80, cross_attention_dim=64,
-        norm_num_groups=16)
-    vae = AutoencoderKL(block_out_channels=(16, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8,
-                        layers_per_block=1, sample_size=64)
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
-                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    tokenizer = tiny.clip_tokenizer()
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(config), tokenizer=tokenizer,
-                                     text_encoder_2=CLIPTextModelWithProjection(config), tokenizer_2=tokenizer,
-                                     unet=unet, scheduler=EulerDiscreteScheduler(), force_zeros_for_empty_prompt=False)
+    pipe = StableDiffusionXLPipeline(**tiny.sdxl_components(), force_zeros_for_empty_prompt=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

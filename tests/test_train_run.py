@@ -28,8 +28,8 @@ def _lora(output, **overrides):
     return TrainConfig(**values)
 
 
-def _cli(*args):
-    return [sys.executable, "-m", "nbhelpers.train", "lora", "--data", LORA, "--profile", "tiny", "--no-progress",
+def _cli(*args, mode="lora", data=LORA):
+    return [sys.executable, "-m", "nbhelpers.train", mode, "--data", data, "--profile", "tiny", "--no-progress",
             *map(str, args)]
 
 
@@ -133,11 +133,15 @@ def test_a_finished_run_is_returned_not_retrained(reference):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(reference, tmp_path):
+@pytest.mark.parametrize("base", [None, "tiny:sdxl"], ids=["sd", "sdxl"])
+def test_two_processes_match_one_process_with_the_same_global_batch(reference, tmp_path, base):
+    if base is not None:
+        reference = train(_lora(tmp_path / "one", base=base))
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "nbhelpers.train", "lora", "--data", LORA, "--profile", "tiny", "--no-progress",
                "--steps", "4", "--batch-size", "1", "--checkpoint-every", "2", "--output", str(out)]
+    command += ["--base", base] if base else []
     try:
         subprocess.run(command, check=True, env=ENV, timeout=240, capture_output=True, text=True)
     except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as error:  # show why, not only that
@@ -159,12 +163,20 @@ def test_the_notebook_launcher_runs_the_same_two_process_training(reference, tmp
     assert _max_diff(_weights(result.output), _weights(reference.output)) < 1e-4
 
 
+DREAMBOOTH_XL = {"mode": "dreambooth", "data": str(shipped_data("dreambooth")), "base": "tiny:sdxl",
+                 "instance_prompt": "a sks shape", "class_prompt": "a shape", "num_class_images": 2,
+                 "class_image_steps": 2}
+
+
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_exactly_the_same_weights(tmp_path, capsys):
+@pytest.mark.parametrize("settings", [{}, {"base": "tiny:sdxl"}, DREAMBOOTH_XL], ids=["sd", "sdxl", "sdxl-dreambooth"])
+def test_a_killed_run_resumes_to_exactly_the_same_weights(tmp_path, capsys, settings):
     steps = 24
-    uninterrupted = train(_lora(tmp_path / "long", steps=steps, batch_size=1))
-    out = tmp_path / "killed"
-    command = _cli("--steps", steps, "--batch-size", 1, "--checkpoint-every", 2, "--output", out)
+    uninterrupted = train(_lora(tmp_path / "long", steps=steps, batch_size=1, **settings))
+    out = tmp_path / "killed"  # beside "long": the DreamBooth class images are made once and shared
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items() if name not in ("mode", "data")]
+    command = _cli("--steps", steps, "--batch-size", 1, "--checkpoint-every", 2, "--output", out, *flags,
+                   mode=settings.get("mode", "lora"), data=settings.get("data", LORA))
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while checkpoints.latest(out) is None and process.poll() is None and time.monotonic() < deadline:
@@ -175,7 +187,7 @@ def test_a_killed_run_resumes_to_exactly_the_same_weights(tmp_path, capsys):
     killed_at = json.loads((checkpoints.latest(out) / checkpoints.STATE_FILE).read_text())["step"]
     assert 2 <= killed_at < steps
 
-    resumed = train(_lora(out, steps=steps, batch_size=1, resume="latest"))  # what `--resume latest` runs
+    resumed = train(_lora(out, steps=steps, batch_size=1, resume="latest", **settings))  # `--resume latest`
     assert resumed.resumed_from == killed_at and f"at step {killed_at}" in capsys.readouterr().out
     diff = _max_diff(_weights(out), _weights(uninterrupted.output))
     print(f"killed at step {killed_at}, resumed: max abs weight difference {diff}")

@@ -5,7 +5,7 @@ cost no memory and a few seconds. Counting is exact because it is the real diffu
 
 Diffusion models live in `data/configs/<model>/` in the Hub's own layout (`model_index.json` plus one
 `<component>/config.json` each); the MoE language models are single files written for `nbhelpers.moe.accounting`.
-`tiny-sd` is the offline tiny pipeline (its configs are read from the folder `nbhelpers tiny` builds).
+`tiny-sd` and `tiny-sdxl` are the offline tiny pipelines (configs read from the folders `nbhelpers tiny` builds).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nbhelpers import checks
 from nbhelpers.paths import data_dir
 
 DIFFUSION = ("sd15", "sdxl", "sd3-medium", "flux1-schnell")
-TINY = ("tiny-sd",)
+TINY = ("tiny-sd", "tiny-sdxl")
 MOE_ALIASES = {"t4-moe": "granite-3.1-3b-a800m-instruct"}  # the t4 profile's chat model, by a short name
 
 
@@ -66,10 +66,10 @@ def _read(path: Path) -> dict:
 
 
 def model_folder(name: str) -> Path:
-    if name == "tiny-sd":
+    if name in TINY:
         from nbhelpers import tiny
 
-        return tiny.ensure("sd")
+        return tiny.ensure(name.removeprefix("tiny-"))
     return data_dir() / "configs" / name
 
 
@@ -83,8 +83,8 @@ def component_classes(name: str) -> dict:
 
 def source(name: str) -> str:
     """The Hub id a shipped config was taken from ("tiny:sd" for the offline tiny pipeline)."""
-    if name == "tiny-sd":
-        return "tiny:sd"
+    if name in TINY:
+        return "tiny:" + name.removeprefix("tiny-")
     if kind(name) == "moe":
         return _read(data_dir() / "configs" / f"{name}.json").get("_name_or_path", name)
     return _read(model_folder(name) / "model_index.json").get("source", name)

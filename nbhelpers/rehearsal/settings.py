@@ -17,6 +17,7 @@ OVERRIDES = {
     "train": {"resolution": 64, "steps": 2, "dreambooth_steps": 2, "num_class_images": 1, "class_image_steps": 1,
               "checkpoint_every": 1, "warmup_steps": 1, "validation_every": 0},
 }
+OVERRIDES["train_sdxl"] = OVERRIDES["train"]
 
 
 def rehearse(profile):

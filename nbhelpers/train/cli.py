@@ -2,6 +2,7 @@
 
 Examples:
     nbhelpers train lora --data data/train/lora --output outputs/my-lora --profile tiny --steps 40
+    nbhelpers train lora --base train_sdxl --data my_images --output outputs/my-xl-lora     # SDXL (T4: 1024 px)
     nbhelpers train dreambooth --data my_dog --instance-prompt "a photo of sks dog" --class-prompt "a photo of a dog"
     accelerate launch --multi_gpu --num_processes 2 -m nbhelpers.train lora --data ... --output ...   # Kaggle 2xT4
 A killed run continues with the same command plus `--resume latest`. Flags left out come from the profile.
@@ -19,6 +20,9 @@ OPTIONS = [
     ("output", str, "new folder for checkpoints and results, never overwritten (default: <workspace>/train/"
                     "<mode>-<settings fingerprint>, which the same command with --resume latest finds again)"),
     ("profile", str, "tiny, t4, large or auto: base model and memory settings (default auto: from the GPU)"),
+    ("base", str, "the model to train: train_base (default: the profile's SD 1.5; the lab SD under tiny), "
+                  "train_sdxl (SDXL base 1.0; a random miniature under tiny), tiny:sdxl, lab:sd, a Hub id of an "
+                  "SD 1.x or SDXL model, or a local diffusers folder"),
     ("seed", int, "random seed (default 0)"),
     ("steps", int, "optimizer steps"),
     ("batch-size", int, "images per process and step"),
@@ -42,6 +46,7 @@ OPTIONS = [
     ("class-prompt", str, "dreambooth: the plain class prompt; turns on prior preservation"),
     ("num-class-images", int, "dreambooth: class images to generate (cached)"),
     ("prior-loss-weight", float, "dreambooth: weight of the prior loss (default 1.0)"),
+    ("class-image-steps", int, "dreambooth: denoising steps per class image (default: the profile's)"),
     ("class-data", str, "folder caching class images (default: beside --output)"),
     ("checkpoint-every", int, "save a checkpoint every K steps"),
     ("keep-checkpoints", int, "how many recent checkpoints to keep"),

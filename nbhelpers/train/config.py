@@ -1,9 +1,11 @@
 """What a training run is: one dataclass, filled from the profile, checked in full before any model is loaded.
 
     config = TrainConfig(mode="lora", data="data/train/lora", output="outputs/my-lora", profile="tiny").resolved()
-    config = TrainConfig(mode="lora", data="my_images").with_output("outputs/train")  # folder named by settings
+    config = TrainConfig(mode="lora", data="my_images", base="train_sdxl").with_output("outputs/train")
 
-`resolved()` fills every None from the profile's "train" defaults and raises `ParameterError` for the first bad
+`resolved()` resolves the profile once (a name becomes its Profile object, which then travels with the config: a
+notebook passes `run.profile` itself), resolves `base` (bases.py: SD 1.x or SDXL), fills every None from the
+profile's "train" defaults (its "train_sdxl" ones for an SDXL base) and raises `ParameterError` for the first bad
 value (parameter name and what is allowed). The fingerprint names everything that changes the trained weights:
 a resumed run must have the same one, and a different one in the same output folder is "another run".
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from nbhelpers import checks
 from nbhelpers.checks import ParameterError
+from nbhelpers.profiles import Profile
 
 MODES = ("lora", "dreambooth")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -34,7 +37,8 @@ class TrainConfig:
     mode: str = "lora"  # "lora": image+caption folder; "dreambooth": instance images + identifier prompt
     data: str = ""
     output: str = ""
-    profile: str = "auto"  # "tiny", "t4", "large"; "auto" picks from the GPU
+    profile: str | Profile = "auto"  # "tiny", "t4", "large", "auto" (picks from the GPU), or a resolved Profile
+    base: str | None = None  # the model to train (bases.py); None: the profile's "train_base" (SD 1.5 / lab SD)
     seed: int = 0
     steps: int | None = None  # optimizer steps
     batch_size: int | None = None  # per process; the global batch is batch_size x processes x accumulation
@@ -67,16 +71,21 @@ class TrainConfig:
     validation_every: int | None = None  # 0 = off
     validation_prompts: tuple = ()
     progress: bool = True
+    base_model: object = dataclasses.field(default=None, repr=False, compare=False)  # set by resolved(): a Base
 
     def resolved(self) -> "TrainConfig":
         """A copy with the profile's defaults filled in and every value checked."""
         from nbhelpers.profiles import get_profile
+        from nbhelpers.train import bases
 
         checks.choice("mode", self.mode, MODES)
-        profile = get_profile(self.profile)
-        defaults = profile.defaults["train"]
-        values = dataclasses.asdict(self)
-        values["profile"] = profile.name
+        profile = self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
+        base = self.base_model
+        if not isinstance(base, bases.Base) or base.name != (self.base or bases.DEFAULT):
+            base = bases.resolve(profile, self.base)
+        defaults = profile.defaults[base.defaults_task]
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values.update(profile=profile, base=base.name, base_model=base)
         for name in defaults:
             if name in values and values[name] is None:
                 values[name] = defaults[name]
@@ -148,9 +157,15 @@ class TrainConfig:
     def prior_preservation(self) -> bool:
         return self.mode == "dreambooth" and self.class_prompt is not None
 
+    @property
+    def family(self) -> str:
+        """"sd" or "sdxl" (resolved configs only)."""
+        return self.base_model.family
+
     def settings(self) -> dict:
         """The settings as plain JSON values (for run.json and the model card)."""
-        values = dataclasses.asdict(self)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "base_model"}
+        values["profile"] = getattr(self.profile, "name", self.profile)
         values["data"], values["output"] = str(Path(self.data).resolve()), str(Path(self.output).resolve())
         values["target_modules"] = list(self.target_modules)
         values["validation_prompts"] = list(self.validation_prompts)

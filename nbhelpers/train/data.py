@@ -26,6 +26,7 @@ class ImageSet:
     images: list  # uint8 tensors (3, H, W), already square at the training resolution
     prompts: list[str]
     files: list[Path]
+    origins: list = None  # per image (original height, original width, crop top, crop left): SDXL's conditioning
 
 
 def load_folder(folder, resolution: int, *, instance_prompt: str | None = None, use_captions: bool = True,
@@ -51,7 +52,7 @@ def load_folder(folder, resolution: int, *, instance_prompt: str | None = None, 
     if orphans:
         raise ParameterError(parameter, str(folder), "every caption beside its image; no image for " + ", ".join(orphans[:5]))
 
-    pictures = [to_tensor(read_image(p, resolution, parameter)) for p in images]
+    pictures, origins = read_all(images, resolution, parameter)
     prompts = []
     for path in images:
         caption_file = path.with_suffix(CAPTION_SUFFIX)
@@ -62,7 +63,7 @@ def load_folder(folder, resolution: int, *, instance_prompt: str | None = None, 
         if caption == "":
             raise ParameterError(parameter, str(caption_file), "a caption file with some text; it is empty")
         prompts.append(caption or instance_prompt)
-    return ImageSet(pictures, prompts, images)
+    return ImageSet(pictures, prompts, images, origins)
 
 
 def read_caption(path: Path, parameter: str = "data") -> str:
@@ -78,28 +79,50 @@ def read_caption(path: Path, parameter: str = "data") -> str:
 def load_images(paths, resolution: int, prompt: str, parameter: str = "class_data") -> ImageSet:
     """A known list of images, all with one prompt (the cached class images)."""
     paths = [Path(p) for p in paths]
-    return ImageSet([to_tensor(read_image(p, resolution, parameter)) for p in paths], [prompt] * len(paths), paths)
+    pictures, origins = read_all(paths, resolution, parameter)
+    return ImageSet(pictures, [prompt] * len(paths), paths, origins)
+
+
+def read_all(paths, resolution: int, parameter: str) -> tuple[list, list]:
+    """(uint8 tensors, origins) of image files."""
+    pictures, origins = [], []
+    for path in paths:
+        image, origin = square_with_origin(read_image_rgb(path, parameter), resolution)
+        pictures.append(to_tensor(image))
+        origins.append(origin)
+    return pictures, origins
+
+
+def read_image_rgb(path, parameter: str = "data"):
+    from nbhelpers.images import read_rgb
+
+    return read_rgb(path, parameter)
 
 
 def read_image(path, resolution: int, parameter: str = "data"):
-    from nbhelpers.images import read_rgb
-
-    return square(read_rgb(path, parameter), resolution)
+    return square(read_image_rgb(path, parameter), resolution)
 
 
 def square(image, resolution: int):
     """RGB (nbhelpers.images.to_rgb: any mode, EXIF rotation, transparency on white), shorter side = resolution,
     centre crop."""
+    return square_with_origin(image, resolution)[0]
+
+
+def square_with_origin(image, resolution: int):
+    """`square`, and where the square came from: (original height, original width, crop top, crop left), the crop
+    corner in the resized image as SDXL's training script records it."""
     from PIL import Image
 
     from nbhelpers.images import to_rgb
 
     image = to_rgb(image)
+    original = (image.height, image.width)
     scale = resolution / min(image.size)
     size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
     image = image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)
     left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+    return image.crop((left, top, left + resolution, top + resolution)), (*original, top, left)
 
 
 def to_tensor(image):
@@ -107,6 +130,15 @@ def to_tensor(image):
     import torch
 
     return torch.from_numpy(numpy.asarray(image, dtype=numpy.uint8).copy()).permute(2, 0, 1)
+
+
+ENCODE_PIXELS = 8 * 512 * 512  # cached latents are encoded this many pixels at a time: 8 images at 512, 2 at 1024
+
+
+def encode_batch(resolution: int) -> int:
+    """Images per VAE call when caching latents: the VAE encoder's activations grow with the pixels it sees at once
+    (8 SDXL images at 1024 would need ~6 GB on a T4); nbhelpers.plan.training predicts the same."""
+    return max(1, min(8, ENCODE_PIXELS // (resolution * resolution)))
 
 
 def to_model_range(pixels):
@@ -136,11 +168,12 @@ class TrainingStream:
 
     def __getitem__(self, position: int) -> dict:
         i = self._pick(position, len(self.instances.images), 0)
-        item = {"image": self.instances.images[i], "prompt": self.instances.prompts[i], "key": 2 * position}
+        item = {"image": self.instances.images[i], "prompt": self.instances.prompts[i], "key": 2 * position,
+                "origin": _origin(self.instances, i)}
         if self.classes is not None:
             j = self._pick(position, len(self.classes.images), 1)
             item.update(class_image=self.classes.images[j], class_prompt=self.classes.prompts[j],
-                        class_key=2 * position + 1)
+                        class_key=2 * position + 1, class_origin=_origin(self.classes, j))
         return item
 
 
@@ -151,4 +184,14 @@ def collate(items: list[dict]) -> dict:
     images = [it["image"] for it in items] + [it["class_image"] for it in items if "class_image" in it]
     prompts = [it["prompt"] for it in items] + [it["class_prompt"] for it in items if "class_prompt" in it]
     keys = [it["key"] for it in items] + [it["class_key"] for it in items if "class_key" in it]
-    return {"images": torch.stack(images), "prompts": prompts, "keys": torch.tensor(keys, dtype=torch.long)}
+    origins = [it["origin"] for it in items] + [it["class_origin"] for it in items if "class_origin" in it]
+    return {"images": torch.stack(images), "prompts": prompts, "keys": torch.tensor(keys, dtype=torch.long),
+            "origins": torch.tensor(origins, dtype=torch.long)}
+
+
+def _origin(images: ImageSet, i: int) -> tuple:
+    """An image's origin; a set built without them (already square at the training size) is its own origin."""
+    if images.origins is not None:
+        return tuple(images.origins[i])
+    side = images.images[i].shape[-1]
+    return (side, side, 0, 0)

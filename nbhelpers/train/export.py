@@ -2,7 +2,8 @@
 
 - `pytorch_lora_weights.safetensors`: diffusers format; `pipe.load_lora_weights(output_dir)` loads it.
 - `lora_kohya.safetensors`: the kohya-ss key format that AUTOMATIC1111 and ComfyUI load from their `models/Lora`
-  folder (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`).
+  folder (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`; text encoders `lora_te_`, for SDXL
+  `lora_te1_` and `lora_te2_`).
 - `unet/` instead of both, for a full fine-tune (a complete UNet in diffusers format).
 - `README.md`: a model card with the settings, the losses and how to load the result.
 - `losses.json`: the loss of every optimizer step.
@@ -29,32 +30,44 @@ def peft_layers(model) -> dict:
     return get_peft_model_state_dict(model)
 
 
-def save_diffusers_lora(output, unet, text_encoder=None) -> Path:
-    """The LoRA of `unet` (and of `text_encoder`, if it has one) in diffusers' file format, with each LoRA's
-    config (rank, alpha, targets) in the file's metadata so that loading restores the same scale."""
-    from diffusers import StableDiffusionPipeline
+def save_diffusers_lora(output, unet, text_encoders: dict | None = None, family: str = "sd") -> Path:
+    """The LoRA of `unet` (and of the trained text encoders, by name: "text_encoder", SDXL's "text_encoder_2") in
+    diffusers' file format, with each LoRA's config (rank, alpha, targets) in the file's metadata so that loading
+    restores the same scale. `StableDiffusionXLPipeline.load_lora_weights` reads the SDXL file."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
 
     layers = {"unet_lora_layers": convert_state_dict_to_diffusers(peft_layers(unet)),
               "unet_lora_adapter_metadata": unet.peft_config["default"].to_dict()}
-    if text_encoder is not None:
-        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(peft_layers(text_encoder))
-        layers["text_encoder_lora_adapter_metadata"] = text_encoder.peft_config["default"].to_dict()
+    for name, encoder in (text_encoders or {}).items():
+        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(peft_layers(encoder))
+        layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
+    pipeline = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     target = Path(output) / LORA_FILE
     # diffusers writes into a folder: a hidden one beside the target, then one rename publishes the file.
     with tempfile.TemporaryDirectory(dir=output, prefix=".lora-export-") as tmp:
-        StableDiffusionPipeline.save_lora_weights(tmp, weight_name=LORA_FILE, safe_serialization=True, **layers)
+        pipeline.save_lora_weights(tmp, weight_name=LORA_FILE, safe_serialization=True, **layers)
         os.replace(Path(tmp) / LORA_FILE, target)
     return target
 
 
-def to_kohya(unet_layers: dict, text_encoder_layers: dict | None, alpha: float) -> dict:
+KOHYA_PREFIXES = {"unet": "lora_unet", "text_encoder": "lora_te", "sdxl:text_encoder": "lora_te1",
+                  "sdxl:text_encoder_2": "lora_te2"}
+
+
+def to_kohya(unet_layers: dict, text_encoder_layers: dict | None, alpha: float, family: str = "sd") -> dict:
     """PEFT key names -> kohya-ss names. Module paths keep diffusers' names with dots turned into underscores;
-    lora_A is the "down" matrix, lora_B the "up" one; each module gets its alpha (scale = alpha / rank)."""
+    lora_A is the "down" matrix, lora_B the "up" one; each module gets its alpha (scale = alpha / rank).
+    `text_encoder_layers`: the layers of one encoder (SD 1.x), or a dict of them by encoder name (SDXL: te1, te2)."""
     import torch
 
+    encoders = text_encoder_layers or {}
+    if encoders and not all(isinstance(v, dict) for v in encoders.values()):
+        encoders = {"text_encoder": encoders}
+    parts = [("lora_unet", unet_layers)] + [
+        (KOHYA_PREFIXES[f"sdxl:{name}" if family == "sdxl" else name], layers) for name, layers in encoders.items()]
     converted = {}
-    for prefix, layers in (("lora_unet", unet_layers), ("lora_te", text_encoder_layers or {})):
+    for prefix, layers in parts:
         for key, tensor in layers.items():
             module, _, kind = key.rpartition(".lora_")  # "down_blocks.1...to_q", "A.weight"
             name = prefix + "_" + module.replace(".", "_")
@@ -63,13 +76,15 @@ def to_kohya(unet_layers: dict, text_encoder_layers: dict | None, alpha: float) 
     return converted
 
 
-def save_kohya(output, unet, text_encoder, config) -> Path:
+def save_kohya(output, unet, text_encoders: dict | None, config) -> Path:
     from safetensors.torch import save_file
 
-    state = to_kohya(peft_layers(unet), peft_layers(text_encoder) if text_encoder is not None else None,
-                     config.lora_alpha)
+    family = config.family
+    state = to_kohya(peft_layers(unet), {name: peft_layers(m) for name, m in (text_encoders or {}).items()},
+                     config.lora_alpha, family)
     metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(config.rank),
-                "ss_network_alpha": str(config.lora_alpha), "ss_base_model_version": "sd_v1",
+                "ss_network_alpha": str(config.lora_alpha),
+                "ss_base_model_version": "sdxl_base_v1-0" if family == "sdxl" else "sd_v1",
                 "ss_output_name": Path(config.output).name, "ss_training_comment": "made with nbhelpers.train"}
     target = Path(output) / KOHYA_FILE
     with persist.atomic_path(target) as tmp:
@@ -87,7 +102,8 @@ def save_full_unet(output, unet) -> Path:
 def model_card(config, base_model: str, losses: list[dict], seconds: float) -> str:
     first, last = (losses[0]["loss"], losses[-1]["loss"]) if losses else (float("nan"), float("nan"))
     kind = "DreamBooth " + ("full fine-tune" if config.full_finetune else "LoRA") if config.mode == "dreambooth" else "LoRA"
-    tags = ["stable-diffusion", "text-to-image", "diffusers", "nbhelpers"] + (["lora"] if not config.full_finetune else [])
+    tags = ["stable-diffusion-xl" if config.family == "sdxl" else "stable-diffusion", "text-to-image", "diffusers",
+            "nbhelpers"] + (["lora"] if not config.full_finetune else [])
     tags += ["dreambooth"] if config.mode == "dreambooth" else []
     rows = "\n".join(f"| {name} | {_cell(value)} |" for name, value in config.settings().items()
                      if name not in ("output", "progress", "class_data"))
@@ -137,14 +153,16 @@ def _cell(value) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def write_outputs(output, unet, text_encoder, config, base_model: str, losses: list[dict], seconds: float) -> dict:
-    """All result files; returns their paths."""
+def write_outputs(output, unet, models: dict, config, base_model: str, losses: list[dict], seconds: float) -> dict:
+    """All result files; returns their paths. `models`: the trained models by name (their text encoders' LoRAs
+    are exported with the UNet's)."""
     files = {}
+    text_encoders = {name: model for name, model in models.items() if name.startswith("text_encoder")}
     if config.full_finetune:
         files["unet"] = save_full_unet(output, unet)
     else:
-        files["lora"] = save_diffusers_lora(output, unet, text_encoder)
-        files["kohya"] = save_kohya(output, unet, text_encoder, config)
+        files["lora"] = save_diffusers_lora(output, unet, text_encoders, config.family)
+        files["kohya"] = save_kohya(output, unet, text_encoders, config)
     files["losses"] = persist.atomic_write_json(Path(output) / "losses.json", losses)
     files["card"] = persist.atomic_write_text(Path(output) / CARD_FILE, model_card(config, base_model, losses, seconds))
     return files

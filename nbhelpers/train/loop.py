@@ -1,11 +1,17 @@
-"""The one trainer: LoRA fine-tuning and DreamBooth (LoRA or full) on Stable Diffusion 1.x, built on accelerate.
+"""The one trainer: LoRA fine-tuning and DreamBooth (LoRA or full) on Stable Diffusion 1.x and SDXL, on accelerate.
 
     result = train(TrainConfig(mode="lora", data="data/train/lora", output="outputs/lora", profile="tiny"))
+    result = train(TrainConfig(mode="lora", data="data/train/lora", output="outputs/xl", profile="tiny",
+                               base="tiny:sdxl"))
 
 One optimizer step (`train_step`): images -> VAE latents -> noise at a random timestep -> the UNet predicts the
 noise -> mean squared error (objective.denoising_loss; plus the prior loss in DreamBooth) -> backward -> AdamW. `start_run` builds what a run
 holds; `train` adds resuming, records, checkpoints and the outputs around them. The same function runs in a
 notebook, from `nbhelpers train`, and under `accelerate launch` / `torchrun` on several processes (DDP).
+
+SDXL differs in what conditions the UNet (`TextEncoder`, `size_conditioning`): the hidden states of two text encoders
+side by side, the second encoder's pooled vector, and six numbers per image (original size, crop corner, target
+size). With frozen text encoders every prompt is encoded once before training and the encoders leave the GPU.
 
 Why runs are reproducible to the bit on a CPU: every example's noise, timestep and VAE sample come from a generator
 seeded by its position in the data stream (see data.py), not from a global RNG. A resumed run reloads weights,
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbhelpers.train import checkpoints, data, divergence, export, objective, priors, targets
+from nbhelpers.train.conditioning import TextEncoder, size_conditioning  # noqa: F401 (size_conditioning: tests)
 from nbhelpers.train.config import TEXT_TARGETS, TrainConfig
 
 KEY_STRIDE = 1_000_003  # separates the generator seeds of different runs' seeds
@@ -155,8 +162,9 @@ def _train(config: TrainConfig, start, instances) -> TrainResult:
             checkpoints.save(accelerator, output, step, {"losses": losses, "settings": config.settings()},
                              config.keep_checkpoints)
         if config.validation_every and step % config.validation_every == 0 and accelerator.is_main_process:
-            validation_images(config, run.pipe, output / "validation" / f"step-{step:08d}.png", accelerator,
-                              default_prompt=instances.prompts[0])
+            with run.encoder.on_device(accelerator.device):
+                validation_images(config, run.pipe, output / "validation" / f"step-{step:08d}.png", accelerator,
+                                  default_prompt=instances.prompts[0])
         if step >= config.steps:
             break
         tick = STEP_CLOCK()  # checkpoints and validation are not part of a step's time
@@ -166,10 +174,9 @@ def _train(config: TrainConfig, start, instances) -> TrainResult:
     accelerator.wait_for_everyone()
     result = TrainResult(output, {}, losses, resumed_from, time.perf_counter() - began, config)
     if accelerator.is_main_process:
-        models = run.models
-        text_encoder = accelerator.unwrap_model(models["text_encoder"]) if "text_encoder" in models else None
-        result.files = export.write_outputs(output, accelerator.unwrap_model(models["unet"]), text_encoder, config,
-                                            run.source, losses, result.seconds)
+        models = {name: accelerator.unwrap_model(model) for name, model in run.models.items()}
+        result.files = export.write_outputs(output, models["unet"], models, config, run.source, losses,
+                                            result.seconds)
         if run.classes is not None:
             result.files["class_images"] = run.classes.files[0].parent
         checkpoints.write_run(output, config, finished=True, seconds=round(result.seconds, 2),
@@ -217,6 +224,10 @@ def start_run(config: TrainConfig, accelerator, instances) -> Run:
     with accelerator.main_process_first():  # the first process builds or downloads the model; the others reuse it
         pipe, source = load_base(config, accelerator)
     classes = class_images(config, pipe, source, accelerator) if config.prior_preservation else None
+    encoder = TextEncoder(pipe, config.train_text_encoder, config.family)
+    if not config.train_text_encoder:  # frozen: every prompt once, then the encoders leave the GPU
+        encoder.precompute(instances.prompts + (classes.prompts if classes is not None else []), accelerator.device)
+        encoder.offload()
 
     set_seed(config.seed)  # the LoRA's initial weights
     trainable = add_trainable_weights(config, pipe)
@@ -226,9 +237,10 @@ def start_run(config: TrainConfig, accelerator, instances) -> Run:
     stream = data.TrainingStream(instances, config.steps * config.gradient_accumulation * global_batch, config.seed,
                                  classes)
     if config.cache_latents:
-        stream.instances.images = encode_all(pipe.vae, stream.instances.images)
+        per_call = data.encode_batch(config.resolution)
+        stream.instances.images = encode_all(pipe.vae, stream.instances.images, per_call)
         if classes is not None:
-            stream.classes.images = encode_all(pipe.vae, stream.classes.images)
+            stream.classes.images = encode_all(pipe.vae, stream.classes.images, per_call)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, shuffle=False, collate_fn=data.collate)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                                  num_training_steps=config.steps)
@@ -241,8 +253,7 @@ def start_run(config: TrainConfig, accelerator, instances) -> Run:
         model.train()
     latent_shape = (pipe.vae.config.latent_channels, config.resolution // 8, config.resolution // 8)
     return Run(config, accelerator, pipe, source, models, params, optimizer, loader, lr_scheduler,
-               TextEncoder(pipe, config.train_text_encoder), _training_scheduler(pipe), latent_shape, classes,
-               torch.zeros(3, device=accelerator.device))
+               encoder, _training_scheduler(pipe), latent_shape, classes, torch.zeros(3, device=accelerator.device))
 
 
 def train_step(run: Run, batch) -> list[float] | None:
@@ -271,28 +282,32 @@ def train_step(run: Run, batch) -> list[float] | None:
 
 
 def load_base(config: TrainConfig, accelerator):
-    """The profile's train_base pipeline on this process's device, frozen."""
+    """The base pipeline (config.base_model) on this process's device, frozen."""
     import torch
     from nbhelpers import loaders
-    from nbhelpers.profiles import get_profile
 
-    profile = get_profile(config.profile)
-    pipe = loaders.load_diffusion(profile, "train_base")
+    spec = config.base_model.spec
+    pipe = loaders.load_diffusion(config.profile, spec=spec)
     pipe.to(accelerator.device)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for module in frozen_modules(pipe):
         module.requires_grad_(False)
     if config.mixed_precision == "no" and pipe.unet.dtype != torch.float32:  # no autocast: float32 weights
         pipe.to(dtype=torch.float32)
-    return pipe, profile.model("train_base").source
+    if getattr(pipe.vae.config, "force_upcast", False) and pipe.vae.dtype != torch.float32:
+        pipe.vae.to(torch.float32)  # SDXL's original VAE overflows in fp16 (the fp16-fix VAE does not)
+    return pipe, spec.source
+
+
+def frozen_modules(pipe) -> list:
+    return [m for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
 
 
 def class_images(config: TrainConfig, pipe, source: str, accelerator) -> data.ImageSet:
     """Generate the missing class images on the main process (the others wait), then every process reads them."""
     from nbhelpers import loaders
-    from nbhelpers.profiles import get_profile
 
     root = class_root(config)
-    spec = get_profile(config.profile).model("train_base")
+    spec = config.base_model.spec
     key = priors.model_key(loaders.resolve_source(spec) if spec.is_offline else source)
     folder = priors.class_folder(root, config.class_prompt, key, config.resolution, config.class_image_steps)
     paths = [folder / priors.CLASS_FILE.format(i) for i in range(config.num_class_images)]
@@ -320,11 +335,12 @@ def add_trainable_weights(config: TrainConfig, pipe) -> dict:
     else:
         pipe.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
                                          target_modules=list(config.target_modules)))
-    if config.train_text_encoder:
-        # peft directly: transformers' own add_adapter wants a newer peft than Colab ships (0.20).
-        inject_adapter_in_model(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
-                                           target_modules=list(TEXT_TARGETS)), pipe.text_encoder)
-        trainable["text_encoder"] = pipe.text_encoder
+    if config.train_text_encoder:  # both of SDXL's encoders
+        for name in TextEncoder.names(config.family):
+            # peft directly: transformers' own add_adapter wants a newer peft than Colab ships (0.20).
+            inject_adapter_in_model(LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                                               target_modules=list(TEXT_TARGETS)), getattr(pipe, name))
+            trainable[name] = getattr(pipe, name)
     for model in trainable.values():
         for parameter in model.parameters():
             if parameter.requires_grad:
@@ -352,31 +368,6 @@ def make_optimizer(config: TrainConfig, params):
         except ImportError as why:
             print(f"8-bit AdamW unavailable ({why}): using torch AdamW. On a GPU: pip install bitsandbytes.")
     return torch.optim.AdamW(params, lr=config.learning_rate)
-
-
-class TextEncoder:
-    """Prompt -> CLIP hidden states. A frozen encoder's outputs are cached: each distinct prompt runs once."""
-
-    def __init__(self, pipe, trained: bool):
-        self.pipe, self.trained, self.cache = pipe, trained, {}
-
-    def _ids(self, prompts, device):
-        tokenizer = self.pipe.tokenizer
-        return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids.to(device)
-
-    def __call__(self, prompts: list[str], device, text_encoder=None):
-        """`text_encoder`: the prepared (maybe DDP-wrapped) encoder when it trains; None when frozen."""
-        import torch
-
-        if self.trained:
-            return text_encoder(self._ids(prompts, device))[0]
-        missing = sorted({p for p in prompts if p not in self.cache})
-        if missing:
-            with torch.no_grad():
-                for prompt, states in zip(missing, self.pipe.text_encoder(self._ids(missing, device))[0]):
-                    self.cache[prompt] = states
-        return torch.stack([self.cache[p] for p in prompts])
 
 
 def encode_all(vae, images, batch_size: int = 8) -> list:
@@ -430,9 +421,11 @@ def step_loss(config, batch, pipe, models, encoder, noise_scheduler, latent_shap
                                                    noise_scheduler.config.num_train_timesteps, config.seed)
     latents = latents_of(batch["images"], pipe.vae, vae_eps, config.cache_latents)
     with accelerator.autocast():
-        states = encoder(batch["prompts"], device, models.get("text_encoder"))
+        states, pooled = encoder(batch["prompts"], device, models)
+        added = None if pooled is None else {"text_embeds": pooled,
+                                             "time_ids": size_conditioning(batch["origins"], config.resolution, device)}
         errors = objective.denoising_loss(models["unet"], latents, states, noise.to(device), timesteps.to(device),
-                                          noise_scheduler, config.snr_gamma)
+                                          noise_scheduler, config.snr_gamma, added)
     if config.prior_preservation:
         return priors.split_prior_loss(errors, config.prior_loss_weight)
     loss = errors.mean()

@@ -10,9 +10,10 @@ generator (loop.example_randomness), which is what makes a resumed run exactly e
 from __future__ import annotations
 
 
-def denoising_loss(unet, latents, text_states, noise, timesteps, noise_scheduler, snr_gamma=None):
+def denoising_loss(unet, latents, text_states, noise, timesteps, noise_scheduler, snr_gamma=None, added_cond=None):
     """One training example per row: how badly the UNet guesses the noise that was added to a clean latent.
-    Returns one (weighted) squared error per example."""
+    Returns one (weighted) squared error per example. `added_cond`: SDXL's extra conditioning (the pooled text
+    vector and the image's size and crop numbers), None for SD 1.x."""
     # 1. Forward process: mix the clean latents with the noise, the more the later the timestep:
     #    noisy = sqrt(alpha_bar_t) * latents + sqrt(1 - alpha_bar_t) * noise
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
@@ -21,8 +22,9 @@ def denoising_loss(unet, latents, text_states, noise, timesteps, noise_scheduler
         target = noise
     else:
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    # 3. The UNet sees only the noisy latents, the timestep and the prompt's text states.
-    prediction = unet(noisy, timesteps, text_states).sample
+    # 3. The UNet sees only the noisy latents, the timestep and the prompt's text states (SDXL: and added_cond).
+    extra = {} if added_cond is None else {"added_cond_kwargs": added_cond}
+    prediction = unet(noisy, timesteps, text_states, **extra).sample
     # 4. Mean squared error of each example (in float32: fp16 squares overflow).
     errors = ((prediction.float() - target.float()) ** 2).flatten(1).mean(dim=1)
     # 5. Min-SNR weighting: nearly clean latents (high signal-to-noise) are easy and would dominate the gradient;

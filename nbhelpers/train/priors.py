@@ -46,8 +46,15 @@ def model_key(source: str) -> str:
     return source + "|" + "|".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
+def class_batch(resolution: int) -> int:
+    """Class images drawn at once: 4 up to 512 px, then fewer (four SDXL images at 1024 with guidance would not fit
+    a T4; nbhelpers.plan.training predicts this phase with the same number)."""
+    return max(1, min(4, 4 * 512 * 512 // (resolution * resolution)))
+
+
 def ensure_class_images(pipe, prompt: str, count: int, folder, *, seed: int, resolution: int, steps: int,
-                        guidance_scale: float = 7.5, batch_size: int = 4, progress: bool = True) -> list[Path]:
+                        guidance_scale: float = 7.5, batch_size: int | None = None,
+                        progress: bool = True) -> list[Path]:
     """`count` class images in `folder`, generating only the missing ones. Image i always comes from seed + i, so a
     half-filled cache (a disconnect) is completed with exactly the images it would have had."""
     import torch
@@ -59,6 +66,7 @@ def ensure_class_images(pipe, prompt: str, count: int, folder, *, seed: int, res
     missing = [i for i, path in enumerate(paths) if not path.is_file()]
     persist.atomic_write_json(folder / "class_images.json", {"prompt": prompt, "resolution": resolution,
                                                               "steps": steps, "seed": seed})
+    batch_size = batch_size or class_batch(resolution)
     bar = tqdm(total=len(missing), desc="class images", disable=not progress or not missing)
     for start in range(0, len(missing), batch_size):
         chunk = missing[start:start + batch_size]

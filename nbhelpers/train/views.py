@@ -1,6 +1,6 @@
 """What the training notebooks look at: images from fixed seeds, grids, loss curves, a LoRA-scale slider.
 
-    pipe = views.base_pipeline(run.profile)
+    pipe = views.base_pipeline(run.profile, base)
     before = views.draw(pipe, prompts, seed=0)
     pipe.load_lora_weights(result.output, weight_name="pytorch_lora_weights.safetensors")  # plain diffusers
     views.show(views.grid([before, views.draw(pipe, prompts, seed=0)], ["before", "after"], prompts))
@@ -16,11 +16,21 @@ from nbhelpers.diffusion.grids import make_grid, save, show  # noqa: F401 (re-ex
 SMOOTHING = 0.8  # exponential moving average for the loss curves: single-step losses are very noisy
 
 
-def base_pipeline(profile):
-    """The base model the trainer starts from (the profile's "train_base"), ready for drawing."""
+def base_pipeline(profile, base: str | None = None):
+    """The model the trainer starts from (`base`, as TrainConfig takes it; None: the profile's "train_base"), ready
+    for drawing."""
     from nbhelpers import loaders
+    from nbhelpers.train import bases
 
-    return loaders.load_diffusion(profile, "train_base")
+    return loaders.load_diffusion(profile, spec=bases.resolve(profile, base).spec)
+
+
+def defaults_task(profile, base: str | None = None) -> str:
+    """Where `profile` keeps the training defaults for `base`: "train", or "train_sdxl" for an SDXL base. Checks
+    `base` (ParameterError) before anything loads."""
+    from nbhelpers.train import bases
+
+    return bases.resolve(profile, base).defaults_task
 
 
 def draw(pipe, prompts, seed: int = 0, steps: int | None = None, size: int | None = None, scale: float | None = None,
