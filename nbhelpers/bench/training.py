@@ -2,8 +2,8 @@
 (`nbhelpers.train`), with the profile's settings, next to what the planner predicts.
 
 Each row is a (base, method) pair: base None is the profile's own training model (`train_base`: SD 1.5 on t4 and
-large, the lab SD under tiny); another base (e.g. "sdxl", "tiny:sdxl") is passed to `TrainConfig(base=...)`,
-which the SDXL trainer adds. Rows per profile are in `ROWS`.
+large, the lab SD under tiny); another base (e.g. "train_sdxl", "tiny:sdxl") is passed to `TrainConfig(base=...)`.
+Rows per profile are in `ROWS`.
 
 What is measured:
 - s/step: the median of the trainer's own per-step times (`losses[i]["seconds"]`), the first step left out (it pays
@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 METHODS = ("lora", "dreambooth")
-# (base, method) rows per profile; None = the profile's train_base. SDXL rows join as ("sdxl", "lora") etc.
-ROWS = {"tiny": ((None, "lora"), (None, "dreambooth")),
-        "t4": ((None, "lora"), (None, "dreambooth")),
-        "large": ((None, "lora"), (None, "dreambooth"))}
+# (base, method) rows per profile; None = the profile's train_base (SD 1.5, the lab SD under tiny), "train_sdxl" its
+# SDXL training model (a random miniature SDXL under tiny: its speed and memory, not its pictures, mean something)
+ROWS = {name: tuple((base, method) for base in (None, "train_sdxl") for method in ("lora", "dreambooth"))
+        for name in ("tiny", "t4", "large")}
 STEPS = {"tiny": 6, "t4": 20, "large": 20}
 DREAMBOOTH_PROMPTS = {"instance_prompt": "a sks shape on a white background",
                       "class_prompt": "a shape on a white background"}
@@ -98,19 +98,19 @@ def planner_model(profile: str, base: str | None) -> str | None:
 
 
 def prediction(profile: str, base: str | None, method: str, device: str) -> dict:
-    """The planner's predicted peak for the row's settings (`nbhelpers.plan.training`, which comes with the SDXL
-    trainer), or the reason there is none. On the CPU the CUDA context is left out of the prediction."""
-    try:
-        from nbhelpers.plan import training as planner
-    except ImportError:
-        return {"predicted_mib": None, "prediction": "the planner has no training-peak prediction in this version"}
+    """The planner's predicted peak for the row's settings (`nbhelpers.plan.training`), or the reason there
+    is none. On the CPU the CUDA context is left out of the prediction."""
+    from nbhelpers.plan import training as planner
+
     model = planner_model(profile, base)
     if model is None:
         return {"predicted_mib": None, "prediction": f"the planner does not know base {base!r}"}
     config = config_for(profile, base, method, STEPS.get(profile, 20), Path(tempfile.gettempdir()) / "unused")
     dtype = {"fp16": "float16", "bf16": "bfloat16", "no": "float32"}[config.mixed_precision]
-    settings = planner.TrainSettings(config.resolution, config.batch_size, config.rank, config.gradient_checkpointing,
-                                     config.use_8bit_adam, config.cache_latents, config.train_text_encoder, dtype)
+    settings = planner.TrainSettings(resolution=config.resolution, batch_size=config.batch_size, rank=config.rank,
+                                     gradient_checkpointing=config.gradient_checkpointing,
+                                     use_8bit_adam=config.use_8bit_adam, cache_latents=config.cache_latents,
+                                     train_text_encoder=config.train_text_encoder, dtype=dtype)
     mode = "dreambooth" if config.prior_preservation else "lora"  # the planner's dreambooth has prior preservation
     peak = planner.training_peak(model, mode, settings)
     predicted = peak["peak"] - (peak["parts"]["cuda_context"] if device == "cpu" else 0)
