@@ -36,7 +36,7 @@ def test_kid_is_near_zero_within_a_distribution_and_positive_for_shifted_sets(ra
 
 
 def test_lab_lpips_is_zero_for_identical_images_and_grows_with_difference(random_net):
-    lpips = quality.LabLPIPS(random_net)
+    lpips = quality.UnitLPIPS(random_net)
     images = drawings(4, seed=5)
     assert torch.allclose(lpips(images, images), torch.zeros(4), atol=1e-6)
     assert quality.diversity([images[:1] * 3], lpips) == pytest.approx(0.0, abs=1e-6)  # three identical seeds
@@ -84,7 +84,7 @@ def stand_ins(tmp_path_factory):
 def test_the_t4_path_computes_fid_kid_lpips_clip_and_preference_offline(stand_ins):
     net = features.ShapeFeatures.from_pretrained(str(stand_ins / "features")).eval()
     clip = str(stand_ins / "clip")
-    judges = quality.hub_judges(features=net, lpips_net=quality.LabLPIPS(net), clip=clip, preference=(clip, clip))
+    judges = quality.hub_judges(features=net, lpips_net=quality.UnitLPIPS(net), clip=clip, preference=(clip, clip))
     reference, generated = drawings(24, seed=6), drawings(24, seed=7)
     prompts = [f"a photo number {i}" for i in range(24)]
     figures = quality.measure(judges, generated, reference, groups=[generated[:3], generated[3:6]], prompts=prompts)
@@ -95,6 +95,19 @@ def test_the_t4_path_computes_fid_kid_lpips_clip_and_preference_offline(stand_in
     assert 0 <= figures["clip_score"]["value"] <= 100 and figures["clip_score"]["model"] == clip
     # PickScore is logit_scale x cosine; the stand-in's logit scale is CLIP's initial 1/0.07
     assert abs(figures["preference"]["value"]) <= 1 / 0.07 + 1e-3
+
+
+def test_the_default_gpu_judges_are_clip_in_safetensors(stand_ins):
+    """No pickled weights by default: FID/KID features and LPIPS layers come from the CLIP model (safetensors)."""
+    clip = str(stand_ins / "clip")
+    judges = quality.hub_judges(clip=clip, preference=(clip, clip))
+    assert "CLIP image embeddings" in judges.features_name and judges.feature_dims == 16
+    reference, generated = drawings(12, seed=6), drawings(12, seed=7)
+    figures = quality.measure(judges, generated, reference, groups=[generated[:3], generated[:1] * 3])
+    assert figures["fid"]["value"] > 0 and "CLIP" in figures["fid"]["features"]
+    identical = quality.diversity([generated[:1] * 3], judges.lpips)
+    assert identical == pytest.approx(0.0, abs=1e-6) and figures["lpips_diversity"]["value"] > 0
+    assert "unit weights" in figures["lpips_diversity"]["metric"]
 
 
 def test_inception_fid_without_torch_fidelity_is_a_clear_error(monkeypatch):

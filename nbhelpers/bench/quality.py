@@ -1,15 +1,19 @@
 """How good: image-quality figures, measured with maintained libraries, each named by what measured it.
 
-- FID, KID against a reference set. t4/large: torchmetrics with Inception-v3 (torch-fidelity's FID weights);
-  reference: the first COCO 2017 validation images, prompts: their captions. tiny: lab-FID, lab-KID, the same
-  torchmetrics code with the lab feature network (`nbhelpers.lab.features`); reference: drawn lab shapes.
-- LPIPS diversity among seeds. t4/large: torchmetrics LPIPS (AlexNet). tiny: lab-LPIPS, the LPIPS formula on the
-  lab network's layers with unit weights.
+- FID, KID against a reference set. t4/large: torchmetrics with the image embeddings of CLIP ViT-B/16 as features
+  (FID in CLIP space, which follows human judgement more closely than Inception's ImageNet classes: Kynkaanniemi et
+  al. 2023); reference: the first COCO 2017 validation images, prompts: their captions. tiny: lab-FID, lab-KID,
+  the same torchmetrics code with the lab feature network (`nbhelpers.lab.features`); reference: drawn lab shapes.
+- LPIPS diversity among seeds: LPIPS's formula (unit weights) on the layers of the same network, CLIP's on
+  t4/large, the lab network's under tiny (lab-LPIPS).
 - CLIP score. t4/large: torchmetrics CLIPScore, openai/clip-vit-base-patch16. tiny: not measured, the lab has no
   CLIP image tower (lab accuracy, from the lab checker, measures prompt following).
 - Human preference. t4/large: PickScore v1 (a CLIP-H fine-tuned on Pick-a-Pic votes) through transformers,
   safetensors. tiny: not measured, nobody ever voted on lab shapes.
-Weights are fetched once on first use and cached (Hugging Face cache, torch hub cache).
+Every judge loads safetensors through transformers. The classic Inception-v3 FID (`hub_judges(features=2048)`, with
+torch-fidelity) and torchmetrics' AlexNet LPIPS (`lpips_net="alex"`) are opt-in: their weights are pickled `.pth`
+files that torch.hub loads with `weights_only=False`, which this project does not do by default.
+Weights are fetched once on first use and cached (Hugging Face cache).
 
 Sample sizes. FID estimates two covariance matrices: with fewer images than feature dimensions they are singular
 and FID is biased upwards, and it stays biased (by an amount that depends on n) until thousands of images; so every
@@ -74,10 +78,11 @@ def kid(real, fake, features, subset_size: int | None = None, subsets: int = 50,
     return float(mean), float(std)
 
 
-class LabLPIPS:
-    """LPIPS's formula (Zhang et al. 2018) on the lab feature network: per layer, unit-normalise each pixel's channel
-    vector, square the difference, average over pixels; sum over layers. Real LPIPS learns one weight per channel
-    from human judgements; none exist for lab shapes, so every weight is 1 (the paper's uncalibrated baseline)."""
+class UnitLPIPS:
+    """LPIPS's formula (Zhang et al. 2018) on a network's layers (`net.layers(images)`: the lab feature network, or
+    CLIP's image tower): per layer, unit-normalise each pixel's channel vector, square the difference, average over
+    pixels; sum over layers. Real LPIPS learns one weight per channel from human judgements; every weight here is 1
+    (the paper's uncalibrated baseline, which it found already close to human judgements for trained networks)."""
 
     def __init__(self, net):
         self.net = net
@@ -93,9 +98,48 @@ class LabLPIPS:
                        for x, y in zip(self.net.layers(pixels(a)), self.net.layers(pixels(b))))
 
 
+def clip_features(model_id: str = CLIP_MODEL, depths=(0.25, 0.5, 0.75)):
+    """CLIP's image tower as a feature network (safetensors): forward gives the projected image embedding (FID/KID
+    features), `layers` the patch grids of the transformer blocks at `depths` (fractions of the tower; UnitLPIPS)."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    class ClipFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            model = CLIPModel.from_pretrained(model_id, use_safetensors=True).eval()
+            self.vision, self.projection = model.vision_model, model.visual_projection
+            self.side = model.config.vision_config.image_size
+            self.num_features = model.config.projection_dim
+            processor = CLIPImageProcessor.from_pretrained(model_id)
+            self.register_buffer("mean", torch.tensor(processor.image_mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(processor.image_std).view(1, 3, 1, 1))
+
+        def _inputs(self, images):
+            images = torch.nn.functional.interpolate(images.float(), size=(self.side, self.side), mode="bicubic",
+                                                     antialias=True, align_corners=False)
+            return (images.clamp(0, 1) - self.mean) / self.std
+
+        def layers(self, images):
+            hidden = self.vision(pixel_values=self._inputs(images), output_hidden_states=True).hidden_states
+            grids = []
+            for index in sorted({max(1, round(depth * (len(hidden) - 1))) for depth in depths}):
+                patches = hidden[index][:, 1:]  # the class token is not a place in the picture
+                side = int(patches.shape[1] ** 0.5)
+                grids.append(patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side))
+            return grids
+
+        def forward(self, images):
+            with torch.no_grad():
+                return self.projection(self.vision(pixel_values=self._inputs(images)).pooler_output)
+
+    return ClipFeatures()
+
+
 def torchmetrics_lpips(net: str = "alex"):
     """Real LPIPS (torchmetrics; the backbone's ImageNet weights are fetched once by torchvision, the linear layers
-    ship with torchmetrics): a function of two image batches giving one distance per pair."""
+    ship with torchmetrics): a function of two image batches giving one distance per pair. Opt-in: the weights are
+    pickled .pth files."""
     import torch
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -207,7 +251,7 @@ def lab_judges() -> Judges:
 
     net = features.load()
     return Judges(prefix="lab-", features=net, features_name="lab shape-feature network (nbhelpers.lab.features)",
-                  feature_dims=net.num_features, lpips=LabLPIPS(net),
+                  feature_dims=net.num_features, lpips=UnitLPIPS(net),
                   lpips_name="lab-LPIPS (LPIPS formula, lab network layers, unit weights)",
                   reasons={"clip_score": "not measured under tiny: the lab SD has a text encoder but no CLIP image "
                                          "tower exists for lab pictures; lab accuracy measures prompt following",
@@ -215,9 +259,13 @@ def lab_judges() -> Judges:
                                          "and nobody voted on lab shapes"})
 
 
-def hub_judges(features=2048, lpips_net: str = "alex", clip: str = CLIP_MODEL,
+def hub_judges(features="clip", lpips_net="clip", clip: str = CLIP_MODEL,
                preference: tuple = (PREFERENCE_MODEL, PREFERENCE_PROCESSOR)) -> Judges:
-    """The real judges (t4, large). Each argument may name a local stand-in instead (the tests do, offline)."""
+    """The real judges (t4, large). Each argument may name a local stand-in instead (the tests do, offline).
+
+    features: "clip" (CLIP's image embeddings, `clip_features(clip)`), 2048 (Inception-v3, opt-in: torch-fidelity and
+    pickled weights) or a network; lpips_net: "clip" (`UnitLPIPS` on the same CLIP tower), "alex"/"vgg"
+    (torchmetrics' LPIPS, opt-in: pickled weights) or a distance function."""
     from nbhelpers import checks
 
     if isinstance(features, int):
@@ -226,13 +274,21 @@ def hub_judges(features=2048, lpips_net: str = "alex", clip: str = CLIP_MODEL,
         if importlib.util.find_spec("torch_fidelity") is None:
             raise checks.ParameterError("features", features, "Inception FID needs torch-fidelity: "
                                         "pip install 'nbhelpers[quality]' (or pass a feature network)")
+    tower = clip_features(clip) if "clip" in (features, lpips_net) else None
+    if isinstance(features, int):
         dims, name = features, f"Inception-v3 pool features ({features}-d, torch-fidelity FID weights)"
+    elif features == "clip":
+        features, dims, name = tower, tower.num_features, f"CLIP image embeddings ({clip}, {tower.num_features}-d)"
     else:
         dims, name = features.num_features, type(features).__name__
-    lpips = torchmetrics_lpips(lpips_net) if isinstance(lpips_net, str) else lpips_net
+    if lpips_net == "clip":
+        lpips, lpips_name = UnitLPIPS(tower), f"LPIPS formula, unit weights, on {clip} layers"
+    elif isinstance(lpips_net, str):
+        lpips, lpips_name = torchmetrics_lpips(lpips_net), f"LPIPS ({lpips_net})"
+    else:
+        lpips, lpips_name = lpips_net, "LPIPS (given network)"
     return Judges(prefix="", features=features, features_name=name, feature_dims=dims, lpips=lpips,
-                  lpips_name=f"LPIPS ({lpips_net})" if isinstance(lpips_net, str) else "LPIPS (given network)",
-                  clip=clip, preference=tuple(preference))
+                  lpips_name=lpips_name, clip=clip, preference=tuple(preference))
 
 
 def fid_note(n: int, dims: int) -> str | None:
