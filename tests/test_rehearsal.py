@@ -169,3 +169,21 @@ def test_bench_random_weights_times_a_random_architecture(tmp_path, capsys):
     rows = (tmp_path / "results.csv").read_text()
     assert "random:tiny-sd" in rows and "RANDOM weights" in rows
     assert "speed and memory only" in capsys.readouterr().out
+
+
+def test_rehearsal_pictures_and_plots_say_they_are_noise(monkeypatch):
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from nbhelpers.diffusion.grids import make_grid
+
+    picture = Image.new("RGB", (64, 64), "blue")
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    plain = make_grid([[picture, picture]])
+    assert rehearsal.label_image(picture) is picture
+    assert not rehearsal.label_figure(Figure()).texts
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    labelled = make_grid([[picture, picture]])
+    assert labelled.height > plain.height and labelled.getpixel((labelled.width // 2, 2)) == (255, 255, 255)
+    assert any(pixel[0] > 150 and pixel[1] < 60 for pixel in labelled.crop((0, 0, 120, 14)).getdata())  # red text
+    assert [text.get_text() for text in rehearsal.label_figure(Figure()).texts] == [rehearsal.NOISE]
