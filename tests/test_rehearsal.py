@@ -187,3 +187,15 @@ def test_rehearsal_pictures_and_plots_say_they_are_noise(monkeypatch):
     assert labelled.height > plain.height and labelled.getpixel((labelled.width // 2, 2)) == (255, 255, 255)
     assert any(pixel[0] > 150 and pixel[1] < 60 for pixel in labelled.crop((0, 0, 120, 14)).getdata())  # red text
     assert [text.get_text() for text in rehearsal.label_figure(Figure()).texts] == [rehearsal.NOISE]
+
+
+def test_01b_answers_briefly_in_a_rehearsal(monkeypatch):
+    """01b keeps its own table of defaults: the rehearsal's shortest generation must reach it too."""
+    from nbhelpers.moe.offload import lesson
+
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    assert lesson.defaults("t4", max_new_tokens=None)["max_new_tokens"] == lesson.DEFAULTS["t4"]["max_new_tokens"]
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    assert lesson.defaults("t4", max_new_tokens=None, cache_size=None) == {
+        "max_new_tokens": OVERRIDES["offload"]["max_new_tokens"], "cache_size": lesson.DEFAULTS["t4"]["cache_size"]}
+    assert lesson.defaults("tiny", max_new_tokens=None)["max_new_tokens"] == lesson.DEFAULTS["tiny"]["max_new_tokens"]
