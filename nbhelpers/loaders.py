@@ -91,7 +91,7 @@ def load_diffusion(profile: Profile | str = "auto", task: str = "txt2img", spec:
         options.update(safety_checker=None, requires_safety_checker=False)
     if device == "cuda":
         options["torch_dtype"] = dtypes.to_torch(spec.dtype)  # Colab's diffusers 0.39 predates `dtype=`
-        if spec.variant:
+        if spec.variant and not rehearsal.enabled():  # a rehearsal folder holds one set of weights, no variants
             options["variant"] = spec.variant
     elif not spec.is_offline and rehearsal.enabled():
         options["torch_dtype"] = dtypes.to_torch(rehearsal.cpu_dtype(spec.source))  # SDXL: bfloat16 to fit the RAM

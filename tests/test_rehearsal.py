@@ -1,5 +1,6 @@
 """The dress rehearsal's pieces (the whole rehearsal is .ci/rehearsal: minutes, not a unit test)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -92,3 +93,109 @@ def test_stage_memory_keeps_the_higher_figures():
     now = stage_memory()
     assert now["peak_rss_gib"] >= now["rss_gib"] > 0
     assert stage_memory({"rss_gib": 1e6, "peak_rss_gib": 1e6}) == {"rss_gib": 1e6, "peak_rss_gib": 1e6}
+
+
+@pytest.fixture
+def rehearsal_env(monkeypatch):
+    """The CLI switches the rehearsal on for its process: put the variables back afterwards."""
+    monkeypatch.setenv(rehearsal.ENV, "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_train_random_weights_trains_the_profile_path_on_a_stand_in(tmp_path, monkeypatch, rehearsal_env):
+    """`nbhelpers train --profile t4 --random-weights`: t4's settings (LoRA rank 4, gradient checkpointing,
+    cached latents) at the rehearsal's size, on the folder the rehearsal resolves the Hub id to. Toy size here: the
+    lab SD stands in for the random SD 1.5 checkpoint (which .ci/rehearsal builds: 4 GB)."""
+    from nbhelpers import cli
+    from nbhelpers.paths import data_dir
+    from nbhelpers.train import shipped_data
+
+    asked = []
+
+    def stand_in(model_id):
+        asked.append(model_id)
+        return data_dir() / "lab" / "sd"
+
+    monkeypatch.setattr(checkpoints, "folder_for", stand_in)
+    output = tmp_path / "run"
+    code = cli.main(["train", "lora", "--profile", "t4", "--random-weights", "--data", str(shipped_data("lora")),
+                     "--output", str(output), "--no-progress"])
+    assert code == 0
+    assert asked == [PROFILES["t4"].model("train_base").source]
+    record = json.loads((output / "run.json").read_text())
+    assert record["settings"]["random_weights"] is True
+    assert record["settings"]["steps"] == OVERRIDES["train"]["steps"]
+    assert record["settings"]["rank"] == PROFILES["t4"].default("train", "rank")
+    assert record["settings"]["gradient_checkpointing"] is True
+    assert rehearsal.NOISE in (output / "README.md").read_text()
+
+
+def test_a_rehearsal_run_never_shares_a_real_runs_fingerprint(monkeypatch):
+    from nbhelpers.train import TrainConfig
+
+    config = TrainConfig(mode="lora", data="d", output="o", profile="t4")
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    real = config.resolved()
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    rehearsed = dataclasses.replace(config.resolved(), steps=real.steps, resolution=real.resolution,
+                                    warmup_steps=real.warmup_steps, num_class_images=real.num_class_images,
+                                    class_image_steps=real.class_image_steps, validation_every=real.validation_every,
+                                    checkpoint_every=real.checkpoint_every)
+    assert not real.random_weights and rehearsed.random_weights
+    assert rehearsed.fingerprint() != real.fingerprint()  # the same settings otherwise
+
+
+def test_train_random_weights_refused_for_tiny(rehearsal_env, capsys):
+    from nbhelpers import cli
+
+    assert cli.main(["train", "lora", "--profile", "tiny", "--random-weights", "--data", "x", "--output", "y"]) != 0
+    assert "--random-weights" in capsys.readouterr().err
+
+
+def test_bench_random_weights_maps_hub_models_to_their_random_twins():
+    from nbhelpers.bench import models
+
+    assert models.with_random_weights(["sd15", "random:sdxl", "tiny"]) == ["random:sd15", "random:sdxl", "tiny"]
+    with pytest.raises(checks.ParameterError, match="--random-weights"):
+        models.with_random_weights(["flux1-schnell"])
+
+
+def test_bench_random_weights_times_a_random_architecture(tmp_path, capsys):
+    from nbhelpers import cli
+
+    code = cli.main(["bench", "--models", "tiny-sd", "--random-weights", "--steps", "2", "--repeats", "1",
+                     "--warmup", "0", "--resolutions", "64", "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0
+    rows = (tmp_path / "results.csv").read_text()
+    assert "random:tiny-sd" in rows and "RANDOM weights" in rows
+    assert "speed and memory only" in capsys.readouterr().out
+
+
+def test_rehearsal_pictures_and_plots_say_they_are_noise(monkeypatch):
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from nbhelpers.diffusion.grids import make_grid
+
+    picture = Image.new("RGB", (64, 64), "blue")
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    plain = make_grid([[picture, picture]])
+    assert rehearsal.label_image(picture) is picture
+    assert not rehearsal.label_figure(Figure()).texts
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    labelled = make_grid([[picture, picture]])
+    assert labelled.height > plain.height and labelled.getpixel((labelled.width // 2, 2)) == (255, 255, 255)
+    assert any(pixel[0] > 150 and pixel[1] < 60 for pixel in labelled.crop((0, 0, 120, 14)).getdata())  # red text
+    assert [text.get_text() for text in rehearsal.label_figure(Figure()).texts] == [rehearsal.NOISE]
+
+
+def test_01b_answers_briefly_in_a_rehearsal(monkeypatch):
+    """01b keeps its own table of defaults: the rehearsal's shortest generation must reach it too."""
+    from nbhelpers.moe.offload import lesson
+
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    assert lesson.defaults("t4", max_new_tokens=None)["max_new_tokens"] == lesson.DEFAULTS["t4"]["max_new_tokens"]
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    assert lesson.defaults("t4", max_new_tokens=None, cache_size=None) == {
+        "max_new_tokens": OVERRIDES["offload"]["max_new_tokens"], "cache_size": lesson.DEFAULTS["t4"]["cache_size"]}
+    assert lesson.defaults("tiny", max_new_tokens=None)["max_new_tokens"] == lesson.DEFAULTS["tiny"]["max_new_tokens"]

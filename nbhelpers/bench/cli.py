@@ -27,7 +27,10 @@ def _bench(args) -> int:
     from nbhelpers.bench import Grid, markdown, run, write
 
     persist.check_writable(args.out, "--out")  # before the grid runs, not after (its results would be lost)
-    grid = Grid(models=_list("models", args.models), dtypes=_list("dtypes", args.dtypes),
+    from nbhelpers.bench import models
+
+    names = _list("models", args.models)
+    grid = Grid(models=models.with_random_weights(names) if args.random_weights else names, dtypes=_list("dtypes", args.dtypes),
                 samplers=_list("samplers", args.samplers), steps=_list("steps", args.steps, int),
                 resolutions=_list("resolutions", args.resolutions, int), batches=_list("batches", args.batches, int),
                 attention=_list("attention", args.attention), compile=_list("compile", args.compile, bool),
@@ -57,5 +60,8 @@ def add_parser(subparsers) -> None:
     verb.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     verb.add_argument("--seed", type=int, default=0)
     verb.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
+    verb.add_argument("--random-weights", action="store_true",
+                      help="time the real architectures with random weights (sd15 -> random:sd15): nothing downloaded, "
+                           "speed and memory only")
     verb.add_argument("--out", default="outputs/bench", help="folder for results.csv/.md/.png")
     verb.set_defaults(handler=_bench)

@@ -20,6 +20,22 @@ def names() -> list[str]:
     return ["tiny"] + [RANDOM_PREFIX + m for m in RANDOM_OK] + list(configs.DIFFUSION)
 
 
+def with_random_weights(names: list[str]) -> list[str]:
+    """`--random-weights`: each Hub model as its random-weight twin ("sdxl" -> "random:sdxl"); nothing downloads."""
+    chosen = []
+    for name in names:
+        if name not in RANDOM_OK:
+            check(name)
+        if name != "tiny" and not is_random(name):
+            if name not in RANDOM_OK:
+                raise checks.ParameterError("--random-weights", name, "models whose random-weight architecture can "
+                                            "be built offline: " + ", ".join(m for m in RANDOM_OK if m != "tiny-sd")
+                                            + " (DiT pipelines need a T5 tokenizer)")
+            name = RANDOM_PREFIX + name
+        chosen.append(name)
+    return chosen
+
+
 def check(name) -> str:
     return checks.choice("model", name, names())
 

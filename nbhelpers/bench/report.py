@@ -49,6 +49,9 @@ def plot(rows, path, title: str = "benchmark"):
         axis.set_title(name)
     figure.suptitle(f"{title} ({', '.join(varying)})")
     figure.tight_layout()
+    from nbhelpers import rehearsal
+
+    rehearsal.label_figure(figure)  # a rehearsal's plot says it shows noise
     with persist.atomic_path(Path(path)) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     return figure

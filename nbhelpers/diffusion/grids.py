@@ -37,7 +37,9 @@ def make_grid(rows: list[list], row_labels=(), col_labels=(), title: str = ""):
             draw.text((4, top + r * cell_h + cell_h // 2 - 6), str(row_labels[r]), fill="black", font=font)
         for c, image in enumerate(row):
             canvas.paste(image.convert("RGB").resize((cell_w, cell_h), Image.NEAREST), (left + c * cell_w, top + r * cell_h))
-    return canvas
+    from nbhelpers import rehearsal
+
+    return rehearsal.label_image(canvas)  # a rehearsal grid says it is noise
 
 
 def sampler_steps_grid(engine, prompt: str, sampler_names, steps_list, seed: int = 0, **settings):

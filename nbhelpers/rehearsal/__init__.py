@@ -28,3 +28,23 @@ def cpu_dtype(model_id: str) -> str:
 def enabled() -> bool:
     """True inside a rehearsal run (the runner's --random-weights, or the variable set by hand)."""
     return os.environ.get(ENV, "") not in ("", "0")
+
+
+def label_figure(fig):
+    """In a rehearsal, write the noise notice across the top of a matplotlib figure (unchanged otherwise)."""
+    if enabled():
+        fig.text(0.5, 0.999, NOISE, ha="center", va="top", color="red", fontsize=9)
+    return fig
+
+
+def label_image(image):
+    """In a rehearsal, a copy of a PIL picture with a red noise notice above it (the picture itself otherwise)."""
+    if not enabled():
+        return image
+    from PIL import Image, ImageDraw
+
+    strip = 14
+    labelled = Image.new("RGB", (image.width, image.height + strip), "white")
+    labelled.paste(image.convert("RGB"), (0, strip))
+    ImageDraw.Draw(labelled).text((2, 1), "NOISE: random weights", fill=(200, 0, 0))
+    return labelled

@@ -55,6 +55,9 @@ OPTIONS = [
     ("validation-every", int, "validation images every N steps (0 = off)"),
     ("validation-prompt", str, "a validation prompt (repeat the flag for several)"),
     ("no-progress", None, "no progress bar"),
+    ("random-weights", None, "dress rehearsal of --profile t4/large: the base model's real architecture with random "
+                             "weights on this machine, the rehearsal's fewest steps and smallest size, nothing "
+                             "downloaded; the result is noise"),
 ]
 
 
@@ -82,6 +85,8 @@ def config_from(args):
     values = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _, _ in OPTIONS}
     values["mode"] = args.mode
     values["progress"] = not values.pop("no_progress")
+    if values.pop("random_weights"):
+        _start_rehearsal(values["profile"])
     values["validation_prompts"] = tuple(values.pop("validation_prompt"))
     values["target_modules"] = tuple(t.strip() for t in values["target_modules"].split(",")) \
         if values["target_modules"] else UNET_TARGETS
@@ -93,6 +98,19 @@ def config_from(args):
     from nbhelpers import persist
 
     return TrainConfig(**{**values, "output": ""}).with_output(persist.workspace("") / "train")
+
+
+def _start_rehearsal(profile) -> None:
+    """Turn the rehearsal on for this process (the loaders and the profile read it), for t4 and large only."""
+    import os
+
+    from nbhelpers import checks, rehearsal
+
+    if profile not in ("t4", "large"):
+        raise checks.ParameterError("--random-weights", profile or "auto", "with --profile t4 or large (a rehearsal "
+                                    "of those profiles; tiny already trains small offline models)")
+    os.environ[rehearsal.ENV] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing to download: fail loudly if anything tries
 
 
 def _handle(args) -> int:

@@ -72,6 +72,9 @@ class TrainConfig:
     validation_prompts: tuple = ()
     progress: bool = True
     base_model: object = dataclasses.field(default=None, repr=False, compare=False)  # set by resolved(): a Base
+    # A dress rehearsal (NBHELPERS_RANDOM_WEIGHTS, `--random-weights`): the base model has random weights. Set by
+    # resolved(), never by hand; part of the fingerprint, so a rehearsal is never resumed or returned as a real run.
+    random_weights: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with the profile's defaults filled in and every value checked."""
@@ -86,6 +89,9 @@ class TrainConfig:
         defaults = profile.defaults[base.defaults_task]
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values.update(profile=profile, base=base.name, base_model=base)
+        from nbhelpers import rehearsal
+
+        values["random_weights"] = rehearsal.enabled() and profile.name != "tiny"
         for name in defaults:
             if name in values and values[name] is None:
                 values[name] = defaults[name]
@@ -173,6 +179,8 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         values = {k: v for k, v in self.settings().items() if k not in NOT_IN_FINGERPRINT}
+        if not values["random_weights"]:  # real runs keep the fingerprints they had before rehearsals existed
+            del values["random_weights"]
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_output(self, folder) -> "TrainConfig":

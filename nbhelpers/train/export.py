@@ -118,10 +118,14 @@ def model_card(config, base_model: str, losses: list[dict], seconds: float) -> s
                       + [f"- {t}" for t in tags]
                       + ([f"instance_prompt: {json.dumps(config.instance_prompt)}"] if config.instance_prompt else [])
                       + ["---"])
+    from nbhelpers import rehearsal
+
+    noise = f"\n**{rehearsal.NOISE}**: the base model's weights were random; these weights are noise.\n" \
+        if config.random_weights else ""
     return f"""{front}
 
 # {kind} trained with nbhelpers.train
-
+{noise}
 Base model: `{base_model}`. {config.steps} steps in {seconds:.0f} s; loss {first:.4f} at the first step,
 {last:.4f} at the last (one noisy sample per step: read the curve, not single values).
 

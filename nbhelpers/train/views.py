@@ -78,6 +78,9 @@ def loss_figure(losses: list[dict], path, keys=("loss",)):
     axes.set_ylabel("MSE")
     axes.legend()
     figure.tight_layout()
+    from nbhelpers import rehearsal
+
+    rehearsal.label_figure(figure)  # a rehearsal's plot says it shows noise
     with persist.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     return figure

@@ -157,6 +157,9 @@ def plot_sweep(rows: list[dict], path) -> Path:
     right.set(xlabel="experts kept on the device per layer", ylabel="expert copies per token (in + out)")
     left.legend()
     fig.tight_layout()
+    from nbhelpers import rehearsal
+
+    rehearsal.label_figure(fig)  # a rehearsal's plot says it shows noise
     with persist.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.show()
