@@ -307,13 +307,7 @@ def planned_sdxl(device: str):
     if chosen["quantization"]:
         raise RuntimeError(f"the planner's T4 setting for SDXL quantizes ({chosen['quantization']}): not measured here")
     pipe = models.load("random:sdxl", "cpu" if chosen["offload"] != "none" else device, "fp16")
-    if chosen["offload"] == "model":
-        pipe.enable_model_cpu_offload()
-    elif chosen["offload"] == "sequential":
-        pipe.enable_sequential_cpu_offload()
-    if chosen["vae_tiling"]:
-        pipe.vae.enable_tiling()
-    return pipe, f"planner's T4 setting: {chosen['setting']}"
+    return models.apply_memory_setting(pipe, chosen), f"planner's T4 setting: {chosen['setting']}"
 
 
 def toy_sdxl():

@@ -105,11 +105,16 @@ def _hub_pipeline(model: str, torch_dtype):
                configs.component_classes(model)[n][1] != "CLIPTextModelWithProjection"]
         options["quantization_config"] = PipelineQuantizationConfig(quant_backend=backend,
                                                                     components_to_quantize=big)
-    pipe = loaders.load_hub_pipeline(configs.source(model), **options)
+    pipe = apply_memory_setting(loaders.load_hub_pipeline(configs.source(model), **options), chosen)
+    return pipe, chosen["offload"] != "none"
+
+
+def apply_memory_setting(pipe, chosen: dict):
+    """`pipe` with the offloading and VAE tiling of one of the planner's settings (`nbhelpers plan`)."""
     if chosen["offload"] == "model":
         pipe.enable_model_cpu_offload()
     elif chosen["offload"] == "sequential":
         pipe.enable_sequential_cpu_offload()
     if chosen["vae_tiling"]:
         pipe.vae.enable_tiling()
-    return pipe, chosen["offload"] != "none"
+    return pipe

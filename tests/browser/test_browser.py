@@ -103,11 +103,7 @@ def lab(tiny_run, browser_out):
         _wait_for(f"{base}/api/status?token={token}", server)
         yield base, token, browser_out
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
 def test_the_studio_draws_a_new_prompt_in_jupyterlab(browser, lab, browser_out):
@@ -174,11 +170,7 @@ def classic_ipywidgets7(tiny_run, browser_out):
         _wait_for(f"http://127.0.0.1:{port}/api/status?token={token}", server)
         yield f"http://127.0.0.1:{port}", token, python
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
 def test_ipywidgets_7_in_the_classic_notebook(browser, classic_ipywidgets7, browser_out):
@@ -280,6 +272,14 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _stop(server) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def _wait_for(url: str, server, seconds: float = 60) -> None:
