@@ -190,12 +190,14 @@ def test_rehearsal_pictures_and_plots_say_they_are_noise(monkeypatch):
 
 
 def test_01b_answers_briefly_in_a_rehearsal(monkeypatch):
-    """01b keeps its own table of defaults: the rehearsal's shortest generation must reach it too."""
-    from nbhelpers.moe.offload import lesson
+    """01b's offload defaults are profile defaults: the rehearsal's shortest generation reaches them too."""
+    from nbhelpers.profiles import PROFILES, get_profile
 
     monkeypatch.delenv(rehearsal.ENV, raising=False)
-    assert lesson.defaults("t4", max_new_tokens=None)["max_new_tokens"] == lesson.DEFAULTS["t4"]["max_new_tokens"]
+    real = PROFILES["t4"].defaults["offload"]
+    assert get_profile("t4").resolve("offload", max_new_tokens=None)["max_new_tokens"] == real["max_new_tokens"]
     monkeypatch.setenv(rehearsal.ENV, "1")
-    assert lesson.defaults("t4", max_new_tokens=None, cache_size=None) == {
-        "max_new_tokens": OVERRIDES["offload"]["max_new_tokens"], "cache_size": lesson.DEFAULTS["t4"]["cache_size"]}
-    assert lesson.defaults("tiny", max_new_tokens=None)["max_new_tokens"] == lesson.DEFAULTS["tiny"]["max_new_tokens"]
+    assert get_profile("t4").resolve("offload", max_new_tokens=None, cache_size=None) == {
+        "max_new_tokens": OVERRIDES["offload"]["max_new_tokens"], "cache_size": real["cache_size"]}
+    tiny = PROFILES["tiny"].defaults["offload"]["max_new_tokens"]
+    assert get_profile("tiny").resolve("offload", max_new_tokens=None)["max_new_tokens"] == tiny
