@@ -161,3 +161,15 @@ def test_the_planner_and_the_offload_engine_agree_on_mixtral():
     assert row["ram_gib"] == pytest.approx(verdict.RAM_BASE_GIB + engine["ram_pinned_gb"] * 1e9 / 2**30, abs=0.01)
     # the planner adds the KV cache, activations and the CUDA context to the engine's weights
     assert engine["vram_gb"] * 1e9 / 2**30 < row["gpu_gib"] < 15.0
+
+
+@pytest.mark.parametrize("model_id", ["stable-diffusion-v1-5/stable-diffusion-inpainting",
+                                      "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"])
+def test_the_planner_knows_the_inpainting_models_03_loads(model_id):
+    """03's t4 and large inpainting models, by the Hub ids the profiles use: 9 input channels, and they fit a T4."""
+    from nbhelpers.profiles import PROFILES
+
+    assert model_id in {p.models["inpaint"].source for p in PROFILES.values()}
+    result = plan(model_id, "t4")
+    assert result["model"].endswith("-inpainting") and any(s["fits"] for s in result["settings"])
+    assert configs.component_config(result["model"], "unet")["in_channels"] == 9

@@ -16,7 +16,8 @@ from pathlib import Path
 from nbhelpers import checks
 from nbhelpers.paths import data_dir
 
-DIFFUSION = ("sd15", "sdxl", "sd3-medium", "flux1-schnell")
+DIFFUSION = ("sd15", "sdxl", "sd3-medium", "flux1-schnell")  # text-to-image: what 06 benchmarks
+INPAINTING = ("sd15-inpainting", "sdxl-inpainting")  # 03's dedicated models: planned, not benchmarked
 TINY = ("tiny-sd", "tiny-sdxl")
 MOE_ALIASES = {"t4-moe": "granite-3.1-3b-a800m-instruct"}  # the t4 profile's chat model, by a short name
 
@@ -27,7 +28,7 @@ def moe_names() -> tuple[str, ...]:
 
 
 def model_names() -> tuple[str, ...]:
-    return DIFFUSION + moe_names() + tuple(MOE_ALIASES) + TINY
+    return DIFFUSION + INPAINTING + moe_names() + tuple(MOE_ALIASES) + TINY
 
 
 # Hub checkpoints with the same architecture as a shipped config (fine-tunes keep every shape), by the id users type
@@ -38,7 +39,7 @@ def hub_ids() -> dict:
     """Hub id (lower case: the Hub ignores case) -> the shipped model's short name: each config's own source and
     the same-architecture checkpoints above."""
     ids = {key.lower(): name for key, name in SAME_ARCHITECTURE.items()}
-    for name in DIFFUSION + moe_names():
+    for name in DIFFUSION + INPAINTING + moe_names():
         ids[source(name).lower()] = name
     return ids
 
