@@ -201,3 +201,19 @@ def test_01b_answers_briefly_in_a_rehearsal(monkeypatch):
         "max_new_tokens": OVERRIDES["offload"]["max_new_tokens"], "cache_size": real["cache_size"]}
     tiny = PROFILES["tiny"].defaults["offload"]["max_new_tokens"]
     assert get_profile("tiny").resolve("offload", max_new_tokens=None)["max_new_tokens"] == tiny
+
+
+def test_training_pictures_are_drawn_at_the_rehearsal_size(monkeypatch):
+    """04 and 05 draw through views.draw without a size: SD 1.5's native 512 px and 25 steps on a GPU, the
+    rehearsal's 64 px and fewest steps in a rehearsal (512 px cost the first 04 rehearsal most of an hour)."""
+    from types import SimpleNamespace
+
+    from nbhelpers.train import views
+
+    sd15 = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(sample_size=64)), vae_scale_factor=8)
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    assert views.draw_size_and_steps(sd15) == (512, 25)
+    assert views.draw_size_and_steps(sd15, 96) == (96, 10)
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    assert views.draw_size_and_steps(sd15) == (OVERRIDES["txt2img"]["width"], OVERRIDES["txt2img"]["steps"])
+    assert views.draw_size_and_steps(sd15, 128, 3) == (128, 3)  # what a caller asks for stays
