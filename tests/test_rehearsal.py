@@ -217,3 +217,19 @@ def test_training_pictures_are_drawn_at_the_rehearsal_size(monkeypatch):
     monkeypatch.setenv(rehearsal.ENV, "1")
     assert views.draw_size_and_steps(sd15) == (OVERRIDES["txt2img"]["width"], OVERRIDES["txt2img"]["steps"])
     assert views.draw_size_and_steps(sd15, 128, 3) == (128, 3)  # what a caller asks for stays
+
+
+@pytest.mark.parametrize("name", ["t4", "large"])
+def test_rehearsal_server_has_a_fixed_kv_cache_and_short_replies(name, monkeypatch):
+    """Left to itself, transformers sizes the continuous-batching KV cache from free memory: 60% of the machine's
+    RAM on a CPU. A rehearsal gives it a fixed size, and 09's replies the rehearsal's short length."""
+    from nbhelpers import loaders
+    from nbhelpers.serve import transformers_engine
+
+    monkeypatch.setattr(loaders, "resolve_source", lambda spec: "/models/" + spec.source)
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    profile = get_profile(name)
+    argv = transformers_engine.command(profile)
+    assert argv[argv.index("--cb-num-blocks") + 1] == str(OVERRIDES["serve"]["cb_num_blocks"])
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert profile.default("serve", "max_tokens") == OVERRIDES["serve"]["max_tokens"] < 16
