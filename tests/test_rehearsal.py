@@ -233,3 +233,40 @@ def test_rehearsal_server_has_a_fixed_kv_cache_and_short_replies(name, monkeypat
     assert argv[argv.index("--cb-num-blocks") + 1] == str(OVERRIDES["serve"]["cb_num_blocks"])
     assert argv[argv.index("--device") + 1] == "cpu"
     assert profile.default("serve", "max_tokens") == OVERRIDES["serve"]["max_tokens"] < 16
+
+
+def test_06_rehearsal_grid_and_training_rows_are_the_smallest(monkeypatch):
+    """06 under t4 benchmarks every model that fits at 512 px, 20 steps, 3 repeats, with Hub weights; a rehearsal
+    runs the random twins that build offline, at 64 px, the fewest steps, once, and trains each row 2 steps."""
+    from nbhelpers.bench import notebook, training
+
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    grid = notebook.grid_for("t4", "t4")
+    assert grid.models == ["random:sd15", "random:sdxl"] and grid.resolutions == [OVERRIDES["txt2img"]["width"]]
+    assert grid.steps == [OVERRIDES["txt2img"]["steps"]] and grid.repeats == 1 and grid.warmup == 0
+    assert training.default_steps("t4") == OVERRIDES["train"]["steps"]
+    monkeypatch.delenv(rehearsal.ENV)
+    assert training.default_steps("t4") == training.STEPS["t4"]
+    assert "sd15" in notebook.grid_for("t4", "t4").models
+
+
+@pytest.mark.parametrize("model_id, published", [("openai/clip-vit-base-patch16", 149_620_737),
+                                                 ("yuvalkirstain/PickScore_v1", 986_109_441)])
+def test_quality_judges_have_their_real_architecture(model_id, published, tmp_path, monkeypatch):
+    """06's judges in a rehearsal: CLIP ViT-B/16 and PickScore (CLIP ViT-H-14) at their published sizes, with
+    CLIP's logit scale at its initial 1/0.07 (a 0-d weight the random initialiser must not treat as a matrix)."""
+    import math
+
+    import torch
+    from transformers import CLIPModel
+
+    spec = sources.source(model_id)
+    assert spec.kind == "clip"
+    written = {}
+    monkeypatch.setattr(checkpoints, "write_random_state",
+                        lambda model, folder, dtype: written.setdefault("n", sum(p.numel() for p in model.parameters())))
+    notes = checkpoints._build_clip(spec, tmp_path)
+    assert notes["parameters"] == written["n"] == published
+    assert CLIPModel.config_class.from_pretrained(tmp_path).vision_config.image_size == 224
+    scale = checkpoints._init("logit_scale", (), torch.float32, torch.Generator())
+    assert scale.shape == () and scale.item() == pytest.approx(math.log(1 / 0.07))
