@@ -270,3 +270,21 @@ def test_quality_judges_have_their_real_architecture(model_id, published, tmp_pa
     assert CLIPModel.config_class.from_pretrained(tmp_path).vision_config.image_size == 224
     scale = checkpoints._init("logit_scale", (), torch.float32, torch.Generator())
     assert scale.shape == () and scale.item() == pytest.approx(math.log(1 / 0.07))
+
+
+def test_08_grades_short_replies_in_a_rehearsal(monkeypatch):
+    """08 scores every model five times; in a rehearsal each graded reply is the rehearsal's shortest generation."""
+    from nbhelpers.lab import tasks
+
+    asked = []
+    monkeypatch.setattr(tasks, "reply", lambda model, tokenizer, message, max_new_tokens: asked.append(max_new_tokens) or "")
+    from nbhelpers import tiny
+
+    items = tasks.held_out_set(tiny.stand_in_tokenizer(), per_task=1, seed=3)
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    tasks.score(None, None, items)
+    assert max(asked) == 64 and min(asked) == 32
+    asked.clear()
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    tasks.score(None, None, items)
+    assert set(asked) == {OVERRIDES["chat"]["max_new_tokens"]}
