@@ -35,7 +35,8 @@ def folder_for(model_id: str) -> Path:
     print(f"rehearsal: building random weights of {model_id} from data/configs/{spec.config} (once)")
     with persist.atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
-        notes = _build_llm(spec, tmp) if spec.kind == "llm" else _build_pipeline(spec, tmp)
+        build = {"llm": _build_llm, "pipeline": _build_pipeline, "clip": _build_clip}[spec.kind]
+        notes = build(spec, tmp)
         persist.atomic_write_json(tmp / "rehearsal.json", {
             "model": model_id, "config": spec.config, "dtype": spec.dtype, "cuts": spec.cuts,
             "weights": "random, seeded: outputs are noise", **notes})
@@ -47,6 +48,8 @@ def _init(name: str, shape, dtype, generator):
 
     if name.endswith("bias"):
         return torch.zeros(shape, dtype=dtype)
+    if len(shape) == 0:  # CLIP's logit scale: its published initial value, log(1 / 0.07)
+        return torch.tensor(math.log(1 / 0.07), dtype=dtype)
     if len(shape) == 1:  # norm scales (and the few 1-D weights): identity
         return torch.ones(shape, dtype=dtype)
     fan_in = math.prod(shape[1:]) if len(shape) == 4 else shape[-1]  # conv (out, in, k, k); linear and fused experts
@@ -167,3 +170,25 @@ def _build_pipeline(spec: Source, folder: Path) -> dict:
     persist.atomic_write_json(folder / "model_index.json", {
         "_class_name": spec.pipeline, "_diffusers_version": index.get("_diffusers_version", "0.30.0"), **components})
     return {"tokenizer": "the real CLIP tokenizer (data/clip)", "weights_bytes": weights, "parameters": parameters}
+
+
+def _build_clip(spec: Source, folder: Path) -> dict:
+    """A CLIPModel with the processor the real repositories ship: CLIP's image preprocessing (224 px, OpenAI's mean
+    and std: CLIPImageProcessor's defaults) and the real CLIP tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from nbhelpers import tiny
+
+    values = json.loads((data_dir() / "configs" / f"{spec.config}.json").read_text())
+    config = CLIPConfig(text_config=values["text_config"], vision_config=values["vision_config"],
+                        projection_dim=values["projection_dim"],
+                        logit_scale_init_value=values["logit_scale_init_value"])
+    config.architectures = values["architectures"]
+    with torch.device("meta"):
+        model = CLIPModel(config)
+    config.save_pretrained(folder)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tiny.clip_tokenizer()).save_pretrained(folder)
+    weights = write_random_state(model, folder, spec.dtype)
+    return {"tokenizer": "the real CLIP tokenizer (data/clip)", "weights_bytes": weights,
+            "parameters": sum(p.numel() for p in model.parameters())}
