@@ -31,13 +31,11 @@ def grid_for(profile: str, gpu: str = "t4", models=None, steps=None, samplers=No
     if rehearsal.enabled():  # random twins of what can be built offline, at the rehearsal's smallest size, in
         # bfloat16 (the CPU's 16-bit type, as the rehearsal's SDXL is stored; the GPU grid's is fp16)
         from nbhelpers.bench import models as bench_models
-        from nbhelpers.rehearsal.settings import OVERRIDES
 
-        smallest = OVERRIDES["txt2img"]
         twins = bench_models.with_random_weights([m for m in models or fitting if m in bench_models.RANDOM_OK])
-        return Grid(models=twins, dtypes=["bf16"], steps=steps or [smallest["steps"]],
-                    samplers=samplers or ["DPM++ 2M Karras"], resolutions=[smallest["width"]], repeats=repeats or 1,
-                    warmup=0).check()
+        return Grid(models=twins, dtypes=["bf16"], steps=steps or [rehearsal.override("txt2img", "steps")],
+                    samplers=samplers or ["DPM++ 2M Karras"], resolutions=[rehearsal.override("txt2img", "width")],
+                    repeats=repeats or 1, warmup=0).check()
     return Grid(models=models or fitting, dtypes=["fp16"], steps=steps or [20],
                 samplers=samplers or ["DPM++ 2M Karras"], resolutions=[512], repeats=repeats or 3).check()
 

@@ -124,10 +124,8 @@ def hub_quality(model_names, n: int, folder, device: str | None = None, seed: in
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     options, dtype = {}, "fp16"
     if rehearsal.enabled():
-        from nbhelpers.rehearsal.settings import OVERRIDES
-
-        n, steps, dtype = min(n, REHEARSAL_IMAGES), OVERRIDES["txt2img"]["steps"], "bf16"
-        options = {"height": OVERRIDES["txt2img"]["height"], "width": OVERRIDES["txt2img"]["width"]}
+        n, steps, dtype = min(n, REHEARSAL_IMAGES), rehearsal.override("txt2img", "steps"), "bf16"
+        options = {side: rehearsal.override("txt2img", side) for side in ("height", "width")}
         reference, captions = rehearsal_reference(n, seed)
         judges = judges or rehearsal_judges()
     else:

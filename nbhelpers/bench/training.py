@@ -33,11 +33,7 @@ def default_steps(profile: str) -> int:
     """Steps of a row: STEPS, or in a rehearsal the rehearsal's training steps (a step count is all it checks)."""
     from nbhelpers import rehearsal
 
-    if rehearsal.enabled():
-        from nbhelpers.rehearsal.settings import OVERRIDES
-
-        return OVERRIDES["train"]["steps"]
-    return STEPS.get(profile, 20)
+    return rehearsal.override("train", "steps", STEPS.get(profile, 20))
 
 
 def config_for(profile: str, base: str | None, method: str, steps: int, output):

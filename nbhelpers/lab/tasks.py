@@ -261,11 +261,7 @@ def reply_length(item: Instance) -> int:
     its MoE's eager experts were most of 08's rehearsal time (16 CPU s per reply on 2 cores)."""
     from nbhelpers import rehearsal
 
-    if rehearsal.enabled():
-        from nbhelpers.rehearsal.settings import OVERRIDES
-
-        return OVERRIDES["chat"]["max_new_tokens"]
-    return 64 if item.task == "code" else 32
+    return rehearsal.override("chat", "max_new_tokens", 64 if item.task == "code" else 32)
 
 
 def score(model, tokenizer, items: list[Instance], progress: bool = False) -> dict:

@@ -52,10 +52,7 @@ def draw_size_and_steps(pipe, size: int | None = None, steps: int | None = None)
     """(size, steps) that `draw` uses: those given, else the defaults its docstring names."""
     from nbhelpers import rehearsal
 
-    if rehearsal.enabled():
-        from nbhelpers.rehearsal.settings import OVERRIDES
-
-        size, steps = size or OVERRIDES["txt2img"]["width"], steps or OVERRIDES["txt2img"]["steps"]
+    size, steps = size or rehearsal.override("txt2img", "width"), steps or rehearsal.override("txt2img", "steps")
     size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
     return size, steps or (10 if size <= 128 else 25)
 
