@@ -87,6 +87,42 @@ def test_random_checkpoint_loads_with_from_pretrained(tmp_path, monkeypatch):
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
+def test_stand_in_tokenizer_covers_the_model_vocabulary_with_visible_noise():
+    """A random model's ids span the real vocabulary; each must decode to visible, labelled text, while the
+    stand-in encodes prompts exactly as before (the chat template and its ids do not change)."""
+    from nbhelpers import tiny
+
+    stand_in = tiny.stand_in_tokenizer()
+    padded = checkpoints.noise_padded(stand_in, 32000)
+    assert len(padded) == 32000
+    assert padded.decode([31999, 12345]) == " noise31999 noise12345"
+    message = [{"role": "user", "content": "Which experts does the router pick?"}]
+    assert (padded.apply_chat_template(message, add_generation_prompt=True)
+            == stand_in.apply_chat_template(message, add_generation_prompt=True))
+    assert padded.eos_token_id == stand_in.eos_token_id == 2
+
+
+def test_a_checkpoint_with_an_older_stand_in_gets_the_current_one(tmp_path):
+    """Checkpoints cost minutes to build; an older one keeps its weights and gets the padded stand-in, and a 01b
+    conversion reused from it copies the new tokenizer files (and never its config)."""
+    from nbhelpers.moe.offload import lesson
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "granitemoe", "vocab_size": 1000,
+                                                       "max_position_embeddings": 4096}))
+    (tmp_path / "rehearsal.json").write_text(json.dumps({"tokenizer": "a 512-token stand-in", "parameters": 7}))
+    checkpoints._refresh_stand_in(tmp_path)
+    notes = json.loads((tmp_path / "rehearsal.json").read_text())
+    assert notes == {"tokenizer": checkpoints.STAND_IN_TOKENIZER, "parameters": 7}
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["model"]["vocab"]["\u0120noise999"] == 999
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    (converted / "tokenizer.json").write_text("{}")
+    (converted / "config.json").write_text('{"written": "for the converted weights"}')
+    lesson._refresh_side_files(tmp_path, converted)
+    assert (converted / "tokenizer.json").read_text() == (tmp_path / "tokenizer.json").read_text()
+    assert json.loads((converted / "config.json").read_text()) == {"written": "for the converted weights"}
+
+
 def test_stage_memory_keeps_the_higher_figures():
     from nbhelpers.rehearsal.memory import stage_memory
 
