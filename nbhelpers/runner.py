@@ -175,9 +175,10 @@ def yaml_json(parameters: dict) -> str:
 
 # glibc malloc settings for the tiny profile's CPU kernels: keep freed memory and grow the heap in large steps, so
 # torch's many short-lived tensors reuse pages instead of faulting new ones in. On this project's 2-core VMs page
-# faults were most of the cost: 08 under tiny took 186 s with glibc's defaults and 100 s with these (SFT 63 -> 35 s,
-# DPO 82 -> 27 s; 2.4M -> 0.3M minor faults on 10 SFT steps). The memory kept is the kernel's peak, under 2 GB
-# here. Other allocators ignore the variables. The rehearsal keeps the defaults: its RSS per stage is a measurement.
+# faults were a large part of the cost: 08 under tiny took 186 s with glibc's defaults and 84 s with these and
+# float32 CPU training (two 10-step SFT runs alone: 685k -> 299k minor faults, 26.6 -> 20.7 s). The memory kept is
+# the kernel's peak, under 2 GB here; other allocators ignore the variables. The rehearsal keeps glibc's defaults:
+# its RSS per stage is a measurement.
 CPU_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(1 << 36), "MALLOC_TOP_PAD_": str(1 << 30)}
 
 

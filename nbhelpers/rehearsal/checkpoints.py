@@ -19,7 +19,7 @@ from nbhelpers.rehearsal.sources import Source, source
 
 SHARD_BYTES = 1 << 30
 SEED = 15
-STAND_IN_TOKENIZER = ("stand-in tokenizer: a 512-token byte-level BPE built offline (nbhelpers.tiny), padded to the "
+STAND_IN_TOKENIZER = ("stand-in tokenizer: a ~500-token byte-level BPE built offline (nbhelpers.tiny), padded to the "
                       "model's vocabulary with noise tokens that decode to ' noise<id>'; NOT the model's own: token "
                       "ids and chat template differ from the real model's")
 NOISE_PREFIX = "noise"
@@ -140,9 +140,9 @@ def _build_llm(spec: Source, folder: Path) -> dict:
 
 
 def noise_padded(tokenizer, vocab_size: int):
-    """The stand-in with ids 512..vocab_size-1 added as tokens that decode to " noise<id>".
+    """The stand-in with the ids it lacks, up to vocab_size - 1, added as tokens that decode to " noise<id>".
 
-    A random model samples ids from its whole vocabulary (32,000-50,304); left unknown to the 512-token stand-in they
+    A random model samples ids from its whole vocabulary (32,000-50,304); left unknown to the ~500-token stand-in they
     decode to nothing, and a streamed reply has no text to print. No merge produces these tokens, so encoding is
     unchanged; only what the model says becomes visible, and visibly noise."""
     from tokenizers import Tokenizer
