@@ -56,16 +56,16 @@ def convert(source: str, folder, quantization: str, token=None) -> Path:
 
     quantization = None if quantization == "none" else quantization
     folder = Path(folder) if str(folder) else default_folder(source, quantization)
+    resolved = source_folder(source)
     manifest = folder / "offload.json"
     if manifest.exists():
         done = json.loads(manifest.read_text())
-        if (done.get("source"), done.get("quantization"), done.get("format")) == (source_folder(source), quantization,
-                                                                                  FORMAT):
+        if (done.get("source"), done.get("quantization"), done.get("format")) == (resolved, quantization, FORMAT):
             print(f"reusing the converted checkpoint in {folder}")
-            _refresh_side_files(Path(source_folder(source)), folder)
+            _refresh_side_files(Path(resolved), folder)
             return folder
     on_gpu = torch.cuda.is_available()
-    return convert_checkpoint(source_folder(source), folder, quantization=quantization,
+    return convert_checkpoint(resolved, folder, quantization=quantization,
                               dtype="float16" if on_gpu else "float32", token=token or hf_token(),
                               optimize=not rehearsal.enabled())  # HQQ's fit: ~7 min per 4096x14336 matrix on 2 CPU cores
 
