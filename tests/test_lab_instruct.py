@@ -58,3 +58,22 @@ def test_the_base_model_does_not_know_the_tasks():
     model, tokenizer = load("mixtral")
     rates = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=4, seed=7))["rates"]
     assert sum(rates.values()) / len(rates) < 0.3, rates
+
+
+def test_the_policy_drill_uses_hundreds_of_single_token_words_and_follows_the_rule():
+    """The drill is what teaches the rule: too few words and the model learns which pairs to refuse instead."""
+    import random
+
+    model, tokenizer = load("mixtral")
+    words = train_instruct.stand_in_words(tokenizer)
+    assert len(words) >= 300 and not set(words) & set(tasks.vocabulary()["topics"])
+    assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words)
+    near = train_instruct.confusable_words(model, words, tokenizer, k=4)
+    assert all(len(n) == 4 and w not in n for w, n in near.items())
+    rng = random.Random(0)
+    items = [train_instruct.policy_drill(rng, near) for _ in range(400)]
+    refused = [i.expected["banned"] == i.expected["topic"] for i in items]
+    assert 0.4 < sum(refused) / len(items) < 0.6
+    assert all(tasks.grade(i, i.reply) for i in items)
+    assert all(i.reply.startswith(" Sorry") == r for i, r in zip(items, refused))
+

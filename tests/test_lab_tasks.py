@@ -79,6 +79,20 @@ def test_held_out_combinations_never_come_from_training():
     assert not {tasks.self_check(rng, "held_out").message for _ in range(200)} & trained_requests
 
 
+def test_training_never_shows_a_topic_whose_refusal_is_held_out_on_a_policy_line():
+    """Otherwise training shows those topics answered every time, and "always answer them" fits as well as the rule."""
+    spared = set(tasks.refusal_held_out_topics())
+    assert spared and all(tasks.split(t, t) == "held_out" for t in spared)
+    rng = random.Random(0)
+    lines = [tasks.policy(rng, spare_held_out=True) for _ in range(2000)]
+    named = {i.expected["banned"] for i in lines} | {i.expected["topic"] for i in lines if i.expected["banned"]}
+    assert not named & spared
+    pairs = instruct.preference_pairs(60, seed=3)
+    assert not any(f"discuss {t}." in p["prompt"][0]["content"] for p in pairs for t in spared)
+    held = [tasks.policy(rng, "held_out", form="same") for _ in range(50)]
+    assert {i.expected["topic"] for i in held} == spared  # what the evaluation asks to refuse
+
+
 def test_held_out_set_balances_refusals_and_spreads_recall_lengths():
     items = tasks.held_out_set(WordTokenizer(), per_task=12)
     policy = [i for i in items if i.task == "policy"]
