@@ -32,9 +32,11 @@ def planner_parameters(config: str, cuts: dict) -> int:
     """The planner's count for the rehearsal's config (cuts applied)."""
     from nbhelpers.plan import analytic, configs
 
-    if (ROOT / "data" / "configs" / f"{config}.json").is_file():  # a language model: arithmetic on the cut config
+    if (ROOT / "data" / "configs" / f"{config}.json").is_file():
         values = {**json.loads((ROOT / "data" / "configs" / f"{config}.json").read_text()), **cuts}
-        return analytic.moe_decoder(values)
+        if values["model_type"] == "clip":  # 06's quality judges: the planner does not plan them; meta count
+            return configs.count_module(configs.build("transformers", "CLIPModel", values))[0]
+        return analytic.moe_decoder(values)  # a language model: arithmetic on the cut config
     # A pipeline: the planner's meta-device count, on the cut config (SDXL's UNet) where there is a cut. (The
     # planner itself knows sd15 and sdxl, not their inpainting twins: `configs.components` refuses those names.)
     total = 0
@@ -46,7 +48,7 @@ def planner_parameters(config: str, cuts: dict) -> int:
 
 def weights_table(cache: Path) -> list[dict]:
     rows = []
-    for record_path in sorted(cache.glob("*/rehearsal.json")):
+    for record_path in sorted(cache.glob("**/rehearsal.json")):  # judges/<name>/ one level deeper
         record = json.loads(record_path.read_text())
         written = record["parameters"]
         written = sum(written.values()) if isinstance(written, dict) else written

@@ -104,15 +104,9 @@ FRONTENDS = ("jupyterlab", "notebook", "jupyterlab_widgets", "widgetsnbextension
 
 def frontends() -> dict:
     """Versions of the front-end packages installed in this environment (None: not installed)."""
-    import importlib.metadata
+    from nbhelpers import env
 
-    found = {}
-    for name in FRONTENDS:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    return env.versions(FRONTENDS)
 
 
 def widget_mismatches(widgets: str | None, installed: dict) -> list[str]:

@@ -86,9 +86,10 @@ def disk(path: str | os.PathLike = ".") -> dict:
     return {"total_gb": round(usage.total / GIB, 2), "free_gb": round(usage.free / GIB, 2)}
 
 
-def versions() -> dict:
+def versions(names=LIBRARIES) -> dict:
+    """Installed version of each package in `names` (None: not installed)."""
     found = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

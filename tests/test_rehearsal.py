@@ -87,6 +87,42 @@ def test_random_checkpoint_loads_with_from_pretrained(tmp_path, monkeypatch):
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
+def test_stand_in_tokenizer_covers_the_model_vocabulary_with_visible_noise():
+    """A random model's ids span the real vocabulary; each must decode to visible, labelled text, while the
+    stand-in encodes prompts exactly as before (the chat template and its ids do not change)."""
+    from nbhelpers import tiny
+
+    stand_in = tiny.stand_in_tokenizer()
+    padded = checkpoints.noise_padded(stand_in, 32000)
+    assert len(padded) == 32000
+    assert padded.decode([31999, 12345]) == " noise31999 noise12345"
+    message = [{"role": "user", "content": "Which experts does the router pick?"}]
+    assert (padded.apply_chat_template(message, add_generation_prompt=True)
+            == stand_in.apply_chat_template(message, add_generation_prompt=True))
+    assert padded.eos_token_id == stand_in.eos_token_id == 2
+
+
+def test_a_checkpoint_with_an_older_stand_in_gets_the_current_one(tmp_path):
+    """Checkpoints cost minutes to build; an older one keeps its weights and gets the padded stand-in, and a 01b
+    conversion reused from it copies the new tokenizer files (and never its config)."""
+    from nbhelpers.moe.offload import lesson
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "granitemoe", "vocab_size": 1000,
+                                                       "max_position_embeddings": 4096}))
+    (tmp_path / "rehearsal.json").write_text(json.dumps({"tokenizer": "a 512-token stand-in", "parameters": 7}))
+    checkpoints._refresh_stand_in(tmp_path)
+    notes = json.loads((tmp_path / "rehearsal.json").read_text())
+    assert notes == {"tokenizer": checkpoints.STAND_IN_TOKENIZER, "parameters": 7}
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["model"]["vocab"]["\u0120noise999"] == 999
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    (converted / "tokenizer.json").write_text("{}")
+    (converted / "config.json").write_text('{"written": "for the converted weights"}')
+    lesson._refresh_side_files(tmp_path, converted)
+    assert (converted / "tokenizer.json").read_text() == (tmp_path / "tokenizer.json").read_text()
+    assert json.loads((converted / "config.json").read_text()) == {"written": "for the converted weights"}
+
+
 def test_stage_memory_keeps_the_higher_figures():
     from nbhelpers.rehearsal.memory import stage_memory
 
@@ -201,3 +237,90 @@ def test_01b_answers_briefly_in_a_rehearsal(monkeypatch):
         "max_new_tokens": OVERRIDES["offload"]["max_new_tokens"], "cache_size": real["cache_size"]}
     tiny = PROFILES["tiny"].defaults["offload"]["max_new_tokens"]
     assert get_profile("tiny").resolve("offload", max_new_tokens=None)["max_new_tokens"] == tiny
+
+
+def test_training_pictures_are_drawn_at_the_rehearsal_size(monkeypatch):
+    """04 and 05 draw through views.draw without a size: SD 1.5's native 512 px and 25 steps on a GPU, the
+    rehearsal's 64 px and fewest steps in a rehearsal (13 pictures at 512 px in 04, 32 in 05)."""
+    from types import SimpleNamespace
+
+    from nbhelpers.train import views
+
+    sd15 = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(sample_size=64)), vae_scale_factor=8)
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    assert views.draw_size_and_steps(sd15) == (512, 25)
+    assert views.draw_size_and_steps(sd15, 96) == (96, 10)
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    assert views.draw_size_and_steps(sd15) == (OVERRIDES["txt2img"]["width"], OVERRIDES["txt2img"]["steps"])
+    assert views.draw_size_and_steps(sd15, 128, 3) == (128, 3)  # what a caller asks for stays
+
+
+@pytest.mark.parametrize("name", ["t4", "large"])
+def test_rehearsal_server_has_a_fixed_kv_cache_and_short_replies(name, monkeypatch):
+    """Left to itself, transformers sizes the continuous-batching KV cache from free memory: 60% of the machine's
+    RAM on a CPU. A rehearsal gives it a fixed size, and 09's replies the rehearsal's short length."""
+    from nbhelpers import loaders
+    from nbhelpers.serve import transformers_engine
+
+    monkeypatch.setattr(loaders, "resolve_source", lambda spec: "/models/" + spec.source)
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    profile = get_profile(name)
+    argv = transformers_engine.command(profile)
+    assert argv[argv.index("--cb-num-blocks") + 1] == str(OVERRIDES["serve"]["cb_num_blocks"])
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert profile.default("serve", "max_tokens") == OVERRIDES["serve"]["max_tokens"] < 16
+
+
+def test_06_rehearsal_grid_and_training_rows_are_the_smallest(monkeypatch):
+    """06 under t4 benchmarks every model that fits at 512 px, 20 steps, 3 repeats, with Hub weights; a rehearsal
+    runs the random twins that build offline, at 64 px, the fewest steps, once, and trains each row 2 steps."""
+    from nbhelpers.bench import notebook, training
+
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    grid = notebook.grid_for("t4", "t4")
+    assert grid.models == ["random:sd15", "random:sdxl"] and grid.resolutions == [OVERRIDES["txt2img"]["width"]]
+    assert grid.steps == [OVERRIDES["txt2img"]["steps"]] and grid.repeats == 1 and grid.warmup == 0
+    assert training.default_steps("t4") == OVERRIDES["train"]["steps"]
+    monkeypatch.delenv(rehearsal.ENV)
+    assert training.default_steps("t4") == training.STEPS["t4"]
+    assert "sd15" in notebook.grid_for("t4", "t4").models
+
+
+@pytest.mark.parametrize("model_id, published", [("openai/clip-vit-base-patch16", 149_620_737),
+                                                 ("yuvalkirstain/PickScore_v1", 986_109_441)])
+def test_quality_judges_have_their_real_architecture(model_id, published, tmp_path, monkeypatch):
+    """06's judges in a rehearsal: CLIP ViT-B/16 and PickScore (CLIP ViT-H-14) at their published sizes, with
+    CLIP's logit scale at its initial 1/0.07 (a 0-d weight the random initialiser must not treat as a matrix)."""
+    import math
+
+    import torch
+    from transformers import CLIPModel
+
+    spec = sources.source(model_id)
+    assert spec.kind == "clip"
+    written = {}
+    monkeypatch.setattr(checkpoints, "write_random_state",
+                        lambda model, folder, dtype: written.setdefault("n", sum(p.numel() for p in model.parameters())))
+    notes = checkpoints._build_clip(spec, tmp_path)
+    assert notes["parameters"] == written["n"] == published
+    assert CLIPModel.config_class.from_pretrained(tmp_path).vision_config.image_size == 224
+    scale = checkpoints._init("logit_scale", (), torch.float32, torch.Generator())
+    assert scale.shape == () and scale.item() == pytest.approx(math.log(1 / 0.07))
+
+
+def test_08_grades_short_replies_in_a_rehearsal(monkeypatch):
+    """08 scores every model five times; in a rehearsal each graded reply is the rehearsal's shortest generation."""
+    from nbhelpers.lab import tasks
+
+    asked = []
+    monkeypatch.setattr(tasks, "reply", lambda model, tokenizer, message, max_new_tokens: asked.append(max_new_tokens) or "")
+    from nbhelpers import tiny
+
+    items = tasks.held_out_set(tiny.stand_in_tokenizer(), per_task=1, seed=3)
+    monkeypatch.delenv(rehearsal.ENV, raising=False)
+    tasks.score(None, None, items)
+    assert max(asked) == 64 and min(asked) == 32
+    asked.clear()
+    monkeypatch.setenv(rehearsal.ENV, "1")
+    tasks.score(None, None, items)
+    assert set(asked) == {OVERRIDES["chat"]["max_new_tokens"]}

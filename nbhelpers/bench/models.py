@@ -67,7 +67,15 @@ def load(name: str, device: str = "cpu", dtype: str = "fp32"):
 def _random_pipeline(model: str):
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from nbhelpers import tiny
+    from nbhelpers import rehearsal, tiny
+
+    if rehearsal.enabled():  # the rehearsal's own checkpoint (cached, SDXL cut and in bfloat16): fits its RAM
+        from nbhelpers import loaders
+        from nbhelpers.rehearsal.checkpoints import folder_for
+
+        source = configs.source(model)
+        return loaders.load_hub_pipeline(str(folder_for(source)), torch_dtype=dtypes.to_torch(
+            rehearsal.cpu_dtype(source)))
 
     parts = {name: configs.build(lib, cls, configs.component_config(model, name), device="cpu")
              for name, (lib, cls) in configs.component_classes(model).items()}

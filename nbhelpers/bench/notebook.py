@@ -19,13 +19,23 @@ PUBLISHED_T4 = [
 
 def grid_for(profile: str, gpu: str = "t4", models=None, steps=None, samplers=None, repeats=None) -> Grid:
     """tiny: the tiny pipeline on the CPU, two samplers x two step counts (seconds). t4 and up: every diffusion
-    model the planner says fits `gpu`, real weights, at its own resolution."""
+    model the planner says fits `gpu`, real weights, at its own resolution. In a rehearsal: the random-weight
+    twins of those that build offline (SD 1.5, SDXL; the DiT pipelines need a T5 tokenizer), at 64 px, once."""
     if profile == "tiny":
         return Grid(models=models or ["tiny"], steps=steps or [4, 8], samplers=samplers or ["Euler", "DPM++ 2M"],
                     resolutions=[64], repeats=repeats or 3, warmup=1, threads=1).check()
+    from nbhelpers import rehearsal
     from nbhelpers.plan import configs, plan
 
     fitting = [m for m in configs.DIFFUSION if plan(m, gpu)["verdict"]]
+    if rehearsal.enabled():  # random twins of what can be built offline, at the rehearsal's smallest size, in
+        # bfloat16 (the CPU's 16-bit type, as the rehearsal's SDXL is stored; the GPU grid's is fp16)
+        from nbhelpers.bench import models as bench_models
+
+        twins = bench_models.with_random_weights([m for m in models or fitting if m in bench_models.RANDOM_OK])
+        return Grid(models=twins, dtypes=["bf16"], steps=steps or [rehearsal.override("txt2img", "steps")],
+                    samplers=samplers or ["DPM++ 2M Karras"], resolutions=[rehearsal.override("txt2img", "width")],
+                    repeats=repeats or 1, warmup=0).check()
     return Grid(models=models or fitting, dtypes=["fp16"], steps=steps or [20],
                 samplers=samplers or ["DPM++ 2M Karras"], resolutions=[512], repeats=repeats or 3).check()
 

@@ -108,30 +108,60 @@ def coco_reference(n: int, folder, dataset: tuple = quality.REFERENCE_DATASET) -
     return images, captions
 
 
-def hub_quality(model_names, n: int, folder, device: str = "cuda", seed: int = 0, steps: int = 25,
+def hub_quality(model_names, n: int, folder, device: str | None = None, seed: int = 0, steps: int = 25,
                 judges=None) -> dict:
     """Figures per model (GPU profiles): FID/KID vs COCO images, CLIP score and PickScore vs their captions, LPIPS
-    diversity over seeds. Each model is loaded, used and freed before the next."""
+    diversity over seeds. Each model is loaded, used and freed before the next. In a rehearsal (random weights,
+    offline): the same code with random-weight judges of the real architectures, `REHEARSAL_IMAGES` lab drawings
+    and captions standing in for COCO (on the Hub), at the rehearsal's smallest size; every figure is noise."""
     import gc
 
     import torch
 
+    from nbhelpers import rehearsal
     from nbhelpers.bench import models
 
-    reference, captions = coco_reference(n, Path(folder) / "reference")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options, dtype = {}, "fp16"
+    if rehearsal.enabled():
+        n, steps, dtype = min(n, REHEARSAL_IMAGES), rehearsal.override("txt2img", "steps"), "bf16"
+        options = {side: rehearsal.override("txt2img", side) for side in ("height", "width")}
+        reference, captions = rehearsal_reference(n, seed)
+        judges = judges or rehearsal_judges()
+    else:
+        reference, captions = coco_reference(n, Path(folder) / "reference")
     judges = judges or quality.hub_judges()
     repeated = [c for c in captions[:DIVERSITY_PROMPTS] for _ in range(SEEDS_PER_PROMPT)]
     results = {}
     for name in model_names:
-        pipe = models.load(name, device, "fp16")
-        generated = generate(pipe, captions, seed, steps, batch=4)
-        seeds = generate(pipe, repeated, seed + 10_000, steps, batch=4)
+        pipe = models.load(name, device, dtype)
+        generated = generate(pipe, captions, seed, steps, batch=4, **options)
+        seeds = generate(pipe, repeated, seed + 10_000, steps, batch=4, **options)
         del pipe
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
         groups = [seeds[i:i + SEEDS_PER_PROMPT] for i in range(0, len(seeds), SEEDS_PER_PROMPT)]
         results[name] = quality.measure(judges, generated, reference, groups=groups, prompts=captions, device=device)
     return results
+
+
+REHEARSAL_IMAGES = 4  # the fewest that still give FID, KID (subsets of 2) and LPIPS pairs
+
+
+def rehearsal_reference(n: int, seed: int = 0) -> tuple[list, list]:
+    """The rehearsal's stand-in for COCO (which is on the Hub): `n` lab drawings and their captions."""
+    from nbhelpers.lab import shapes
+
+    asked = shapes.sample(n, seed=seed + 1)
+    return [shapes.draw(s) for s in asked], [shapes.caption(s) for s in asked]
+
+
+def rehearsal_judges():
+    """`quality.hub_judges()` loading random-weight CLIP and PickScore of the real architectures (local folders)."""
+    from nbhelpers.rehearsal.checkpoints import folder_for
+
+    clip, preference = str(folder_for(quality.CLIP_MODEL)), str(folder_for(quality.PREFERENCE_MODEL))
+    return quality.hub_judges(clip=clip, preference=(preference, preference))
 
 
 def table(figures: dict, model: str = "") -> list[dict]:

@@ -29,6 +29,13 @@ DREAMBOOTH_PROMPTS = {"instance_prompt": "a sks shape on a white background",
                       "class_prompt": "a shape on a white background"}
 
 
+def default_steps(profile: str) -> int:
+    """Steps of a row: STEPS, or in a rehearsal the rehearsal's training steps (a step count is all it checks)."""
+    from nbhelpers import rehearsal
+
+    return rehearsal.override("train", "steps", STEPS.get(profile, 20))
+
+
 def config_for(profile: str, base: str | None, method: str, steps: int, output):
     """The TrainConfig of one row: the profile's settings, the shipped data, `steps` steps, no checkpoints."""
     from nbhelpers import checks
@@ -66,7 +73,7 @@ def measure_row(profile: str, base: str | None, method: str, steps: int | None =
 
     from nbhelpers.train import train
 
-    steps = steps or STEPS.get(profile, 20)
+    steps = steps or default_steps(profile)
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(folder or scratch) / f"{base or 'base'}-{method}".replace(":", "_")
         config = config_for(profile, base, method, steps, output)

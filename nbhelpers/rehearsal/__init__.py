@@ -30,6 +30,15 @@ def enabled() -> bool:
     return os.environ.get(ENV, "") not in ("", "0")
 
 
+def override(task: str, name: str, default=None):
+    """Inside a rehearsal, its value of the `task` setting `name` (`settings.OVERRIDES`); `default` outside one."""
+    if not enabled():
+        return default
+    from nbhelpers.rehearsal.settings import OVERRIDES
+
+    return OVERRIDES[task][name]
+
+
 def label_figure(fig):
     """In a rehearsal, write the noise notice across the top of a matplotlib figure (unchanged otherwise)."""
     if enabled():

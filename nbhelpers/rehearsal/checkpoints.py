@@ -19,8 +19,10 @@ from nbhelpers.rehearsal.sources import Source, source
 
 SHARD_BYTES = 1 << 30
 SEED = 15
-STAND_IN_TOKENIZER = ("stand-in tokenizer: a 512-token byte-level BPE built offline (nbhelpers.tiny), NOT the "
-                      "model's own; token ids and chat template differ from the real model's")
+STAND_IN_TOKENIZER = ("stand-in tokenizer: a 512-token byte-level BPE built offline (nbhelpers.tiny), padded to the "
+                      "model's vocabulary with noise tokens that decode to ' noise<id>'; NOT the model's own: token "
+                      "ids and chat template differ from the real model's")
+NOISE_PREFIX = "noise"
 # A generic role template for the stand-in (Granite and OLMoE templates accept a system role; Mixtral's does not).
 ROLE_TEMPLATE = ("{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '\n' }}"
                  "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}")
@@ -31,11 +33,14 @@ def folder_for(model_id: str) -> Path:
     spec = source(model_id)
     folder = persist.nbhelpers_cache() / "rehearsal" / spec.config
     if (folder / "rehearsal.json").is_file():
+        if spec.kind == "llm":
+            _refresh_stand_in(folder)
         return folder
     print(f"rehearsal: building random weights of {model_id} from data/configs/{spec.config} (once)")
     with persist.atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
-        notes = _build_llm(spec, tmp) if spec.kind == "llm" else _build_pipeline(spec, tmp)
+        build = {"llm": _build_llm, "pipeline": _build_pipeline, "clip": _build_clip}[spec.kind]
+        notes = build(spec, tmp)
         persist.atomic_write_json(tmp / "rehearsal.json", {
             "model": model_id, "config": spec.config, "dtype": spec.dtype, "cuts": spec.cuts,
             "weights": "random, seeded: outputs are noise", **notes})
@@ -47,6 +52,8 @@ def _init(name: str, shape, dtype, generator):
 
     if name.endswith("bias"):
         return torch.zeros(shape, dtype=dtype)
+    if len(shape) == 0:  # CLIP's logit scale: its published initial value, log(1 / 0.07)
+        return torch.tensor(math.log(1 / 0.07), dtype=dtype)
     if len(shape) == 1:  # norm scales (and the few 1-D weights): identity
         return torch.ones(shape, dtype=dtype)
     fan_in = math.prod(shape[1:]) if len(shape) == 4 else shape[-1]  # conv (out, in, k, k); linear and fused experts
@@ -91,17 +98,32 @@ def _llm_config(spec: Source) -> dict:
     return {**values, **spec.cuts, "torch_dtype": spec.dtype, "dtype": spec.dtype}
 
 
-def _build_llm(spec: Source, folder: Path) -> dict:
-    import transformers
-    from transformers import AutoModelForCausalLM, GenerationConfig
-
+def _stand_in_for(values: dict):
     from nbhelpers import tiny
 
-    values = _llm_config(spec)
     tokenizer = tiny.stand_in_tokenizer(mixtral_template=values["model_type"] == "mixtral")
     if values["model_type"] != "mixtral":
         tokenizer.chat_template = ROLE_TEMPLATE
     tokenizer.model_max_length = values["max_position_embeddings"]  # the model's limit, not the stand-in's 512
+    return noise_padded(tokenizer, values["vocab_size"])
+
+
+def _refresh_stand_in(folder: Path) -> None:
+    """A checkpoint built before the stand-in covered the vocabulary gets the current stand-in (the weights stay)."""
+    notes = json.loads((folder / "rehearsal.json").read_text())
+    if notes.get("tokenizer") == STAND_IN_TOKENIZER:
+        return
+    values = json.loads((folder / "config.json").read_text())
+    _stand_in_for(values).save_pretrained(folder)
+    persist.atomic_write_json(folder / "rehearsal.json", {**notes, "tokenizer": STAND_IN_TOKENIZER})
+
+
+def _build_llm(spec: Source, folder: Path) -> dict:
+    import transformers
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    values = _llm_config(spec)
+    tokenizer = _stand_in_for(values)
     tokenizer.save_pretrained(folder)
     model_values = {k: v for k, v in values.items() if k not in ("architectures", "model_type", "_name_or_path")}
     config = transformers.AutoConfig.for_model(values["model_type"], **model_values)
@@ -115,6 +137,27 @@ def _build_llm(spec: Source, folder: Path) -> dict:
     weights = write_random_state(model, folder, spec.dtype)
     return {"tokenizer": STAND_IN_TOKENIZER, "weights_bytes": weights,
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def noise_padded(tokenizer, vocab_size: int):
+    """The stand-in with ids 512..vocab_size-1 added as tokens that decode to " noise<id>".
+
+    A random model samples ids from its whole vocabulary (32,000-50,304); left unknown to the 512-token stand-in they
+    decode to nothing, and a streamed reply has no text to print. No merge produces these tokens, so encoding is
+    unchanged; only what the model says becomes visible, and visibly noise."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    layout = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = layout["model"]["vocab"]
+    # "\u0120" is the byte-level alphabet's space, so each noise token decodes with a space before it.
+    vocab.update({f"\u0120{NOISE_PREFIX}{index}": index for index in range(len(vocab), vocab_size)})
+    padded = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(layout)), unk_token=tokenizer.unk_token,
+        bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
+        model_max_length=tokenizer.model_max_length)
+    padded.chat_template = tokenizer.chat_template
+    return padded
 
 
 SCHEDULERS = {  # the schedulers the real repositories ship (scheduler/scheduler_config.json)
@@ -167,3 +210,25 @@ def _build_pipeline(spec: Source, folder: Path) -> dict:
     persist.atomic_write_json(folder / "model_index.json", {
         "_class_name": spec.pipeline, "_diffusers_version": index.get("_diffusers_version", "0.30.0"), **components})
     return {"tokenizer": "the real CLIP tokenizer (data/clip)", "weights_bytes": weights, "parameters": parameters}
+
+
+def _build_clip(spec: Source, folder: Path) -> dict:
+    """A CLIPModel with the processor the real repositories ship: CLIP's image preprocessing (224 px, OpenAI's mean
+    and std: CLIPImageProcessor's defaults) and the real CLIP tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from nbhelpers import tiny
+
+    values = json.loads((data_dir() / "configs" / f"{spec.config}.json").read_text())
+    config = CLIPConfig(text_config=values["text_config"], vision_config=values["vision_config"],
+                        projection_dim=values["projection_dim"],
+                        logit_scale_init_value=values["logit_scale_init_value"])
+    config.architectures = values["architectures"]
+    with torch.device("meta"):
+        model = CLIPModel(config)
+    config.save_pretrained(folder)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tiny.clip_tokenizer()).save_pretrained(folder)
+    weights = write_random_state(model, folder, spec.dtype)
+    return {"tokenizer": "the real CLIP tokenizer (data/clip)", "weights_bytes": weights,
+            "parameters": sum(p.numel() for p in model.parameters())}

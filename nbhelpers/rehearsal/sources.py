@@ -18,7 +18,7 @@ LLM_LAYERS = 2
 @dataclass(frozen=True)
 class Source:
     config: str  # a data/configs name: "<name>.json" for language models, "<name>/" for diffusers pipelines
-    kind: str  # "llm" or "pipeline"
+    kind: str  # "llm", "pipeline" or "clip" (06's quality judges)
     dtype: str = "float32"  # what the weights are stored and run in on the CPU
     cuts: dict = field(default_factory=dict)  # config fields changed (by component for pipelines)
     pipeline: str = ""  # diffusers pipeline class
@@ -42,6 +42,10 @@ SOURCES = {
     "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": Source(
         "sdxl-inpainting", "pipeline", dtype="bfloat16", pipeline="StableDiffusionXLInpaintPipeline",
         cuts={"unet": {"transformer_layers_per_block": [1, 1, 2]}}),
+    # 06's quality judges on GPU profiles (nbhelpers.bench.quality): CLIP for FID/KID features, LPIPS layers and
+    # CLIP score, PickScore (a CLIP ViT-H-14) for preference; PickScore's processor is the real CLIP one either way
+    "openai/clip-vit-base-patch16": Source("judges/clip-vit-base-patch16", "clip"),
+    "yuvalkirstain/PickScore_v1": Source("judges/pickscore-v1", "clip"),
 }
 
 

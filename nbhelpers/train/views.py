@@ -33,17 +33,28 @@ def defaults_task(profile, base: str | None = None) -> str:
     return bases.resolve(profile, base).defaults_task
 
 
-def draw(pipe, prompts, seed: int = 0, steps: int | None = None, size: int | None = None, scale: float | None = None,
-         profile=None) -> list:
-    """One image per prompt, each from `seed`. `scale` sets the strength of loaded LoRA weights (0 = off)."""
+def draw(pipe, prompts, seed: int = 0, steps: int | None = None, size: int | None = None,
+         scale: float | None = None) -> list:
+    """One image per prompt, each from `seed`. `scale` sets the strength of loaded LoRA weights (0 = off).
+    Size and steps left as None: the model's native size (25 steps; 10 at 128 px or less), or in a rehearsal the
+    rehearsal's smallest picture, as everywhere else in it (SD 1.5's native 512 px costs ~60x more on a CPU)."""
     import torch
     from nbhelpers.diffusion.generate import cpu_threads
 
-    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size, steps = draw_size_and_steps(pipe, size, steps)
     extra = {"cross_attention_kwargs": {"scale": scale}} if scale is not None else {}
     with cpu_threads(pipe), torch.no_grad():
-        return [pipe(prompt, num_inference_steps=steps or (10 if size <= 128 else 25), height=size, width=size,
+        return [pipe(prompt, num_inference_steps=steps, height=size, width=size,
                      generator=torch.Generator().manual_seed(seed), **extra).images[0] for prompt in prompts]
+
+
+def draw_size_and_steps(pipe, size: int | None = None, steps: int | None = None) -> tuple[int, int]:
+    """(size, steps) that `draw` uses: those given, else the defaults its docstring names."""
+    from nbhelpers import rehearsal
+
+    size, steps = size or rehearsal.override("txt2img", "width"), steps or rehearsal.override("txt2img", "steps")
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return size, steps or (10 if size <= 128 else 25)
 
 
 def seeds(pipe, prompt: str, count: int = 4, seed: int = 0, **settings) -> list:

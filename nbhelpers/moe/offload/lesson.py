@@ -62,11 +62,25 @@ def convert(source: str, folder, quantization: str, token=None) -> Path:
         if (done.get("source"), done.get("quantization"), done.get("format")) == (source_folder(source), quantization,
                                                                                   FORMAT):
             print(f"reusing the converted checkpoint in {folder}")
+            _refresh_side_files(Path(source_folder(source)), folder)
             return folder
     on_gpu = torch.cuda.is_available()
     return convert_checkpoint(source_folder(source), folder, quantization=quantization,
                               dtype="float16" if on_gpu else "float32", token=token or hf_token(),
                               optimize=not rehearsal.enabled())  # HQQ's fit: ~7 min per 4096x14336 matrix on 2 CPU cores
+
+
+def _refresh_side_files(source: Path, folder: Path) -> None:
+    """A local source's tokenizer may change after its conversion (the rehearsal's stand-in did): the copies in a
+    reused conversion follow it. config.json stays: the converted weights were written for it."""
+    import filecmp
+    import shutil
+
+    from nbhelpers.moe.offload.convert import EXTRA_FILES
+
+    for name in set(EXTRA_FILES) - {"config.json"}:
+        if (source / name).is_file() and not ((folder / name).is_file() and filecmp.cmp(source / name, folder / name)):
+            shutil.copyfile(source / name, folder / name)
 
 
 def load(folder, cache_size: int, prefetch: bool = True):
