@@ -78,7 +78,9 @@ def preference_pairs(n: int, seed: int = 0, recall_tokens: tuple[int, int] = (64
     pairs = []
     while len(pairs) < n:
         name = names[len(pairs) % len(names)]
-        item = (tasks.policy(rng, spare_held_out=True) if name == "policy" else
+        # most requests are allowed: a pair set with as many refusals teaches the trained topics' refusals by heart
+        form = rng.choices(("bare", "same", "other"), (15, 25, 60))[0]
+        item = (tasks.policy(rng, form=form, spare_held_out=True) if name == "policy" else
                 tasks.make(name, rng, tokens=rng.randint(*recall_tokens), count_tokens=count))
         wrong = mistake(item, rng)
         if wrong is not None and wrong != item.reply:

@@ -118,14 +118,16 @@ def policy(rng: random.Random, want: str = "train", form: str | None = None, top
            spare_held_out: bool = False) -> Instance:
     """form "bare" (the request alone), "same" (the banned topic is asked for), "other"; None: 15/40/45%.
     `topics` replaces the vocabulary's (training uses made-up words too, so that the rule is learned, not a list).
-    `spare_held_out` keeps `refusal_held_out_topics` off the policy line (what training should see)."""
+    `spare_held_out` keeps `refusal_held_out_topics` out of policy examples, bare ones too (what training should
+    see): a topic only ever answered in training is answered whatever the policy says."""
     made_up = topics is not None
     topics = topics or vocabulary()["topics"]
     if form is None:
         draw = rng.random()
         form = "bare" if draw < 0.15 else "same" if draw < 0.55 else "other"
     if form == "bare":  # nothing is banned
-        topic = rng.choice(topics)
+        topic = rng.choice([t for t in topics if t not in refusal_held_out_topics()]
+                           if spare_held_out and not made_up else topics)
         return Instance("policy", f"Tell me about {topic}.", sure(topic), {"topic": topic, "banned": None})
     if made_up:  # new words: no pair of them was ever trained on, whatever the split
         banned = rng.choice(topics)

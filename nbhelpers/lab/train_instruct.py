@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -232,6 +233,13 @@ def stand_in_words(tokenizer) -> list[str]:
     return words
 
 
+def drill_words(tokenizer, topics: bool = False) -> list[str]:
+    """The policy drill's words: the stand-in words, and with `topics` the vocabulary's topics whose refusal is
+    trained (never those whose refusal the evaluation asks for)."""
+    spared = set(tasks.refusal_held_out_topics())
+    return stand_in_words(tokenizer) + ([t for t in tasks.vocabulary()["topics"] if t not in spared] if topics else [])
+
+
 def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str, list[str]]:
     """Each word's `k` nearest words by the model's input embeddings: where a fuzzy comparison would refuse a word
     because a similar one is banned, so the drill asks about them."""
@@ -245,8 +253,8 @@ def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str
     return {w: [words[j] for j in row] for w, row in zip(words, nearest)}
 
 
-def policy_drill(rng: random.Random, near: dict[str, list[str]]) -> tasks.Instance:
-    """A policy example on stand-in words (the keys of `near`): the banned word is asked for half of the time;
+def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: float = 0.5) -> tasks.Instance:
+    """A policy example on stand-in words (the keys of `near`): the banned word is asked for `same_share` of the time;
     otherwise another word, half of those times one of its confusable neighbours. One in five uses random letters
     (words of several tokens) instead."""
     if rng.random() < 0.2:
@@ -254,21 +262,27 @@ def policy_drill(rng: random.Random, near: dict[str, list[str]]) -> tasks.Instan
     else:
         banned = rng.choice(list(near))
         other = rng.choice(near[banned]) if rng.random() < 0.5 else rng.choice(list(near))
-    form = "same" if rng.random() < 0.5 else "other"
+        topics = tasks.vocabulary()["topics"]
+        while banned in topics and other in topics and tasks.split(banned, other) == "held_out":  # evaluated pair
+            other = rng.choice(list(near))
+    form = "same" if rng.random() < same_share else "other"
     return tasks.policy(rng, form=form, topics=[banned] if form == "same" else [banned, other])
 
 
-def short_item(rng: random.Random, policy_share: float, near: dict | None, drill_share: float) -> tasks.Instance:
+def short_item(rng: random.Random, policy_share: float, near: dict | None, drill_share: float,
+               drill_same: float = 0.5) -> tasks.Instance:
     """A short task example: policy with probability `policy_share`, a drill one (`policy_drill`) in `drill_share`
     of those; otherwise one of the other non-recall tasks."""
     if rng.random() < policy_share:
-        return policy_drill(rng, near) if near and rng.random() < drill_share else tasks.policy(rng, spare_held_out=True)
+        if near and rng.random() < drill_share:
+            return policy_drill(rng, near, drill_same)
+        return tasks.policy(rng, spare_held_out=True)
     return tasks.make(rng.choice([t for t in tasks.TRAINING_TASKS if t not in ("recall", "policy")]), rng)
 
 
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
         corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", policy_share: float = 0.2,
-        drill_share: float = 0.5, recall_every: int = 1):
+        drill_share: float = 0.5, recall_every: int = 1, drill_same: float = 0.5, drill_topics: bool = False):
     """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
 
     Policy examples are `policy_share` of the short ones, `drill_share` of those on stand-in words (`policy_drill`);
@@ -282,7 +296,7 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
     from tqdm.auto import tqdm
 
     rng = random.Random(f"{phase}:{seed}")
-    near = confusable_words(model, stand_in_words(tokenizer), tokenizer)
+    near = confusable_words(model, drill_words(tokenizer, drill_topics), tokenizer)
     count = tasks.token_counter(tokenizer)
     data = corpus_rows(tokenizer, seed + 1, 4000, 128)
     generator = torch.Generator().manual_seed(seed)
@@ -292,7 +306,8 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
     bar = tqdm(range(steps), desc=phase)
     for step in bar:
         short = [encode_example(tokenizer, item.message, item.reply)
-                 for item in (short_item(rng, policy_share, near, drill_share) for _ in range(short_batch))]
+                 for item in (short_item(rng, policy_share, near, drill_share, drill_same)
+                              for _ in range(short_batch))]
         loss = model(**collate(short, tokenizer.pad_token_id)).loss
         length = recall_length(steps if phase == "rules" else step, steps, rng)
         if step % recall_every == 0:
@@ -338,6 +353,22 @@ def evaluate(folder: Path, per_task: int) -> dict:
     model, tokenizer = load(folder)
     result = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=per_task), progress=True)
     return result
+
+
+def crowding(model, tokenizer, words: list[str]) -> float:
+    """Mean cosine similarity of the words' input embeddings, pair by pair."""
+    import torch
+
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+    vectors = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[ids].float(), dim=-1)
+    similarity = vectors @ vectors.T
+    return ((similarity.sum() - similarity.diagonal().sum()) / (len(ids) * (len(ids) - 1))).item()
+
+
+def pretraining_time(seconds: dict) -> str:
+    if "base" in seconds:
+        return f"{seconds['base'] / 60:.1f} min pretraining"
+    return "pretraining not rerun (its stage was kept: `--stages sft,rules,dpo`; 9.8 min when it last ran)"
 
 
 def policy_limits(scores: dict) -> str:
@@ -389,17 +420,25 @@ Direct Preference Optimization. It is the `tiny` profile's chat model; `data/lab
 3. SFT: {a["sft_steps"]} steps, loss on reply tokens only; each step 24 short task examples, recall messages
    (about 3,000 tokens a step) whose longest length grows from 64 to 1,100 tokens over the first 60% of the steps,
    4 rows of corpus text and 4 of random repeats; AdamW, learning rate {a["lr"]} with warm-up and cosine decay;
-   policy examples are a fifth of the short ones; they never name a topic whose refusal is held out, and half of
+   policy examples are a fifth of the short ones; none of them, bare requests included, names a topic whose
+   refusal is held out (a topic only ever seen answered stays answered whatever the policy says), and half of
    them are a drill on ~600 stand-in words (single-token words of the tokenizer) and random letters, a banned word
    asked for half of the time, otherwise another word, often one the model's embeddings put close to it;
+   after it the model still refused and answered at random (first-token margin about 0 on every pair);
    then {a["rules_steps"]} more steps (learning rate {a["rules_lr"]}): 32 short examples a step, three quarters of
-   them policy ones, 70% of those the drill, and recall at every length every fourth step. With 24 topics the model
-   can learn which pairs to refuse; with 600 words it has to compare the asked word with the banned one;
+   them policy ones, all of those the drill, now on the stand-in words and the 18 topics whose refusal is trained
+   (the banned word asked for 40% of the time; never a topic pair that the evaluation asks), and recall at every
+   length every fourth step. With 24 topics the model can learn which pairs to refuse; with 600 words it has to
+   compare the asked word with the banned one. The topics join the drill because their embeddings sit close
+   together (mean cosine {crowding(model, tokenizer, tasks.vocabulary()["topics"]):.2f}, against
+   {crowding(model, tokenizer, stand_in_words(tokenizer)):.2f} for the stand-in words): a topic's
+   confusable neighbours are other topics, and the drill teaches telling them apart;
 4. DPO: {a["dpo_steps"]} steps of `trl.DPOTrainer` (batch 16, beta 0.1, learning rate {a["dpo_lr"]}) on pairs of the
-   reference reply and a typical mistake (`nbhelpers.instruct.preference_pairs`); final reward margin
+   reference reply and a typical mistake (`nbhelpers.instruct.preference_pairs`; policy requests there are 60%
+   allowed pairs, 25% banned, 15% bare); final reward margin
    {margins[-1]:.2f}.
 
-Time on two CPU cores: {log["seconds"].get("base", 0) / 60:.1f} min pretraining,
+Time on two CPU cores: {pretraining_time(log["seconds"])},
 {(log["seconds"].get("sft", 0) + log["seconds"].get("rules", 0)) / 60:.1f} min SFT,
 {log["seconds"].get("dpo", 0) / 60:.1f} min DPO, {log["seconds"]["total"] / 60:.1f} min in all with the evaluations.
 
@@ -462,12 +501,12 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=900)
     parser.add_argument("--sft-steps", type=int, default=2200)
-    parser.add_argument("--rules-steps", type=int, default=2400)
+    parser.add_argument("--rules-steps", type=int, default=1500)
     parser.add_argument("--rules-lr", type=float, default=1e-3)
     parser.add_argument("--dpo-steps", type=int, default=120)
     parser.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--dpo-lr", type=float, default=5e-5)
+    parser.add_argument("--dpo-lr", type=float, default=2e-5)
     parser.add_argument("--eval-per-task", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=0, help="quick held-out scores during SFT (0: never)")
     parser.add_argument("--threads", type=int, default=2)
@@ -498,8 +537,8 @@ def main(argv=None):
         model, tokenizer = load(folders["sft"])
         mark = time.time()
         model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, short_batch=32, recall_tokens=1100,
-                    corpus_batch=2, eval_every=args.eval_every, phase="rules", policy_share=0.75, drill_share=0.7,
-                    recall_every=4)
+                    corpus_batch=2, eval_every=args.eval_every, phase="rules", policy_share=0.75, drill_share=1.0,
+                    recall_every=4, drill_same=0.4, drill_topics=True)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["rules"] = round(time.time() - mark, 1)
     if "dpo" in stages:
@@ -527,4 +566,12 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import sys
+
+    from nbhelpers.runner import CPU_MALLOC
+
+    if any(os.environ.get(k) != v for k, v in CPU_MALLOC.items()):
+        # glibc reads these at start-up only; without them page faults take up to half the time on a small VM
+        os.execve(sys.executable, [sys.executable, "-m", "nbhelpers.lab.train_instruct", *sys.argv[1:]],
+                  {**os.environ, **CPU_MALLOC})
     main()

@@ -15,6 +15,7 @@ p.add_argument("--policy", type=float, default=0.5); p.add_argument("--drill", t
 p.add_argument("--recall-every", type=int, default=4); p.add_argument("--dpo-steps", type=int, default=120)
 p.add_argument("--dpo-lr", type=float, default=5e-5); p.add_argument("--per-task", type=int, default=40)
 p.add_argument("--stages", default="rules,dpo")
+p.add_argument("--freeze-embed", action="store_true")
 a = p.parse_args()
 torch.set_num_threads(2)
 out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
@@ -31,6 +32,8 @@ report = {}
 if "rules" in a.stages:
     model, tok = ti.load(Path(a.start))
     probe("start", model, tok)
+    if a.freeze_embed:
+        model.get_input_embeddings().weight.requires_grad_(False)
     t = time.time()
     model = ti.sft(model, tok, 0, a.steps, a.lr, short_batch=32, recall_tokens=1100, corpus_batch=2,
                    eval_every=500, phase="rules", policy_share=a.policy, drill_share=a.drill,
