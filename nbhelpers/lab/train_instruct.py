@@ -10,7 +10,7 @@
    recall task's messages growing from 64 to 1,100 tokens as training goes on (a length curriculum: the skill is
    learned on short texts, then stretched), plus corpus text so the model keeps its languages and routing; policy
    examples include a drill on stand-in words (`policy_drill`), and a second part ("rules") drills the policy
-   rule harder;
+   rule harder, half of it on a crowd of words that sit close together, as the topics do (`crowd_words`);
 3. DPO (`data/lab/mixtral-instruct`): `trl.DPOTrainer` through `nbhelpers.instruct.dpo`, on preference pairs (the
    reference reply against a typical mistake: a false refusal, the other label, a wrong translation, another
    passphrase), starting from SFT.
@@ -212,6 +212,16 @@ def collate(examples, pad_id: int):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def decision_loss(logits, labels):
+    """Cross-entropy on each row's first reply token: where a reply decides (Sure or Sorry, safe or unsafe). The
+    policy rule shows up in that one token out of about ten, so its gradient is a tenth of the batch's."""
+    import torch
+
+    first = (labels != -100).int().argmax(dim=1)
+    rows = torch.arange(labels.shape[0])
+    return torch.nn.functional.cross_entropy(logits[rows, first - 1].float(), labels[rows, first])
+
+
 def recall_length(step: int, steps: int, rng: random.Random) -> int:
     """The curriculum: the longest recall message grows linearly over the first 60% of SFT; shorter ones stay."""
     low, high = RECALL_LENGTHS
@@ -253,10 +263,36 @@ def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str
     return {w: [words[j] for j in row] for w, row in zip(words, nearest)}
 
 
-def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: float = 0.5) -> tasks.Instance:
+def crowd_words(model, tokenizer, size: int = 24) -> list[str]:
+    """The `size` stand-in words whose input embeddings lie closest to the topics' mean direction: a crowd of words
+    about as close to each other as the topics are, which the drill teaches to tell apart."""
+    import torch
+
+    embeddings = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
+    ids = lambda words: [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+    centre = embeddings[ids(tasks.vocabulary()["topics"])].mean(0)
+    words = stand_in_words(tokenizer)
+    return [words[i] for i in (embeddings[ids(words)] @ centre).topk(size).indices.tolist()]
+
+
+def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: float = 0.5,
+                 crowd: list[str] | None = None, bare_share: float = 0.0) -> tasks.Instance:
     """A policy example on stand-in words (the keys of `near`): the banned word is asked for `same_share` of the time;
     otherwise another word, half of those times one of its confusable neighbours. One in five uses random letters
-    (words of several tokens) instead."""
+    (words of several tokens) instead.
+
+    With a `crowd`, `bare_share` of the examples are bare requests (no policy, so no refusal; without them the model
+    began refusing "Tell me about tulips.") and half of the rest pair two words of the crowd."""
+    if crowd:
+        if rng.random() < bare_share:
+            if rng.random() < 0.5:
+                return tasks.policy(rng, form="bare", spare_held_out=True)
+            return tasks.policy(rng, form="bare", topics=[rng.choice(crowd)])
+        if rng.random() < 0.5:
+            banned = rng.choice(crowd)
+            other = rng.choice([w for w in crowd if w != banned])
+            form = "same" if rng.random() < same_share else "other"
+            return tasks.policy(rng, form=form, topics=[banned] if form == "same" else [banned, other])
     if rng.random() < 0.2:
         banned, other = tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9)
     else:
@@ -270,19 +306,20 @@ def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: flo
 
 
 def short_item(rng: random.Random, policy_share: float, near: dict | None, drill_share: float,
-               drill_same: float = 0.5) -> tasks.Instance:
+               drill_same: float = 0.5, crowd: list[str] | None = None, bare_share: float = 0.0) -> tasks.Instance:
     """A short task example: policy with probability `policy_share`, a drill one (`policy_drill`) in `drill_share`
     of those; otherwise one of the other non-recall tasks."""
     if rng.random() < policy_share:
         if near and rng.random() < drill_share:
-            return policy_drill(rng, near, drill_same)
+            return policy_drill(rng, near, drill_same, crowd, bare_share)
         return tasks.policy(rng, spare_held_out=True)
     return tasks.make(rng.choice([t for t in tasks.TRAINING_TASKS if t not in ("recall", "policy")]), rng)
 
 
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
         corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", policy_share: float = 0.2,
-        drill_share: float = 0.5, recall_every: int = 1, drill_same: float = 0.5, drill_topics: bool = False):
+        drill_share: float = 0.5, recall_every: int = 1, drill_same: float = 0.5, drill_topics: bool = False,
+        crowd_size: int = 0, bare_share: float = 0.0, decision_weight: float = 0.0):
     """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
 
     Policy examples are `policy_share` of the short ones, `drill_share` of those on stand-in words (`policy_drill`);
@@ -297,18 +334,22 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
 
     rng = random.Random(f"{phase}:{seed}")
     near = confusable_words(model, drill_words(tokenizer, drill_topics), tokenizer)
+    crowd = crowd_words(model, tokenizer, crowd_size) if crowd_size else None
     count = tasks.token_counter(tokenizer)
     data = corpus_rows(tokenizer, seed + 1, 4000, 128)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, steps, steps // 20))
     model.train()
-    bar = tqdm(range(steps), desc=phase)
+    bar, decisions = tqdm(range(steps), desc=phase), []
     for step in bar:
         short = [encode_example(tokenizer, item.message, item.reply)
-                 for item in (short_item(rng, policy_share, near, drill_share, drill_same)
+                 for item in (short_item(rng, policy_share, near, drill_share, drill_same, crowd, bare_share)
                               for _ in range(short_batch))]
-        loss = model(**collate(short, tokenizer.pad_token_id)).loss
+        batch = collate(short, tokenizer.pad_token_id)
+        output = model(**batch)
+        decision = decision_loss(output.logits, batch["labels"])
+        loss = output.loss + decision_weight * decision
         length = recall_length(steps if phase == "rules" else step, steps, rng)
         if step % recall_every == 0:
             recall = [encode_example(tokenizer, item.message, item.reply)
@@ -319,8 +360,11 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
                     + 0.5 * model(input_ids=rows, labels=rows).loss
                     + 0.5 * model(input_ids=repeated, labels=repeated).loss)
         optimizer_step(loss, optimizer, schedule, clip_params=model.parameters())
+        decisions.append(decision.item())
         if step % 25 == 0:
             report(bar, f"{phase} (recall {length} tokens)", step, loss.item())
+        if step % 100 == 99:  # the rule is learned in a sudden drop of this figure, late and at no fixed step
+            print(f"{phase} step {step + 1} first-reply-token loss {sum(decisions[-100:]) / 100:.4f}", flush=True)
         if eval_every and step and step % eval_every == 0:
             model.eval()
             quick = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=8))
@@ -426,13 +470,16 @@ Direct Preference Optimization. It is the `tiny` profile's chat model; `data/lab
    asked for half of the time, otherwise another word, often one the model's embeddings put close to it;
    after it the model still refused and answered at random (first-token margin about 0 on every pair);
    then {a["rules_steps"]} more steps (learning rate {a["rules_lr"]}): 32 short examples a step, three quarters of
-   them policy ones, all of those the drill, now on the stand-in words and the 18 topics whose refusal is trained
-   (the banned word asked for 40% of the time; never a topic pair that the evaluation asks), and recall at every
-   length every fourth step. With 24 topics the model can learn which pairs to refuse; with 600 words it has to
-   compare the asked word with the banned one. The topics join the drill because their embeddings sit close
-   together (mean cosine {crowding(model, tokenizer, tasks.vocabulary()["topics"]):.2f}, against
-   {crowding(model, tokenizer, stand_in_words(tokenizer)):.2f} for the stand-in words): a topic's
-   confusable neighbours are other topics, and the drill teaches telling them apart;
+   them policy ones: 15% of those bare requests (no policy, so answered; without them the model began refusing
+   "Tell me about tulips."), the rest the drill (the banned word asked for 40% of the time), half of it on a
+   crowd: the 24 stand-in words whose embeddings lie closest to the topics' mean direction. The topics' embeddings
+   sit close together (mean cosine {crowding(model, tokenizer, tasks.vocabulary()["topics"]):.2f}, against
+   {crowding(model, tokenizer, stand_in_words(tokenizer)):.2f} for the stand-in words); drilled only on scattered
+   words, the model answered 46% of the held-out allowed topic pairs. No topic is in this part's drill: shown the
+   trained 80% of their pairs, the model learned them as a list and refused the unseen ones. The loss on each
+   reply's first token (Sure or Sorry, where the rule shows) is added with weight 2 (`decision_loss`): without it
+   the rule came as a late jump at no fixed step, or not at all within the run; with it that loss fell steadily.
+   Recall at every length comes every fourth step;
 4. DPO: {a["dpo_steps"]} steps of `trl.DPOTrainer` (batch 16, beta 0.1, learning rate {a["dpo_lr"]}) on pairs of the
    reference reply and a typical mistake (`nbhelpers.instruct.preference_pairs`; policy requests there are 60%
    allowed pairs, 25% banned, 15% bare); final reward margin
@@ -501,7 +548,7 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=900)
     parser.add_argument("--sft-steps", type=int, default=2200)
-    parser.add_argument("--rules-steps", type=int, default=1500)
+    parser.add_argument("--rules-steps", type=int, default=2200)
     parser.add_argument("--rules-lr", type=float, default=1e-3)
     parser.add_argument("--dpo-steps", type=int, default=120)
     parser.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
@@ -538,7 +585,8 @@ def main(argv=None):
         mark = time.time()
         model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, short_batch=32, recall_tokens=1100,
                     corpus_batch=2, eval_every=args.eval_every, phase="rules", policy_share=0.75, drill_share=1.0,
-                    recall_every=4, drill_same=0.4, drill_topics=True)
+                    recall_every=4, drill_same=0.4, drill_topics=False, crowd_size=24, bare_share=0.15,
+                    decision_weight=2.0)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["rules"] = round(time.time() - mark, 1)
     if "dpo" in stages:
