@@ -40,7 +40,7 @@ def sft_rows(n: int, seed: int = 0, recall_tokens: tuple[int, int] = (64, 256), 
         task = tasks.TRAINING_TASKS[i % len(tasks.TRAINING_TASKS)]
         if task == "recall" and count is None:
             continue
-        item = tasks.make(task, rng, tokens=rng.randint(*recall_tokens), count_tokens=count)
+        item = tasks.make(task, rng, tokens=rng.randint(*recall_tokens), count_tokens=count, spare_held_out=True)
         prompt, completion = _chat(item.message, item.reply)
         rows.append({"prompt": prompt, "completion": completion})
     return rows
@@ -77,8 +77,11 @@ def preference_pairs(n: int, seed: int = 0, recall_tokens: tuple[int, int] = (64
     names = [t for t in tasks.TRAINING_TASKS if t != "recall" or count is not None]
     pairs = []
     while len(pairs) < n:
-        item = tasks.make(names[len(pairs) % len(names)], rng, tokens=rng.randint(*recall_tokens),
-                          count_tokens=count)
+        name = names[len(pairs) % len(names)]
+        # most requests are allowed: a pair set with as many refusals teaches the trained topics' refusals by heart
+        form = rng.choices(("bare", "same", "other"), (15, 25, 60))[0]
+        item = (tasks.policy(rng, form=form, spare_held_out=True) if name == "policy" else
+                tasks.make(name, rng, tokens=rng.randint(*recall_tokens), count_tokens=count))
         wrong = mistake(item, rng)
         if wrong is not None and wrong != item.reply:
             prompt, chosen = _chat(item.message, item.reply)

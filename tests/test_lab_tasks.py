@@ -79,6 +79,22 @@ def test_held_out_combinations_never_come_from_training():
     assert not {tasks.self_check(rng, "held_out").message for _ in range(200)} & trained_requests
 
 
+def test_training_never_shows_a_topic_whose_refusal_is_held_out_in_a_policy_example():
+    """Otherwise training shows those topics answered every time, and "always answer them" fits as well as the rule
+    (bare requests too: a first SFT that answered them bare refused 2 of the 6 after any later drill)."""
+    spared = set(tasks.refusal_held_out_topics())
+    assert spared and all(tasks.split(t, t) == "held_out" for t in spared)
+    rng = random.Random(0)
+    lines = [tasks.policy(rng, spare_held_out=True) for _ in range(2000)]
+    named = {i.expected["banned"] for i in lines} | {i.expected["topic"] for i in lines}
+    assert {i.message.startswith("Policy") for i in lines} == {True, False}  # bare requests were drawn too
+    assert not named & spared
+    pairs = instruct.preference_pairs(60, seed=3)
+    assert not any(f"discuss {t}." in p["prompt"][0]["content"] for p in pairs for t in spared)
+    held = [tasks.policy(rng, "held_out", form="same") for _ in range(50)]
+    assert {i.expected["topic"] for i in held} == spared  # what the evaluation asks to refuse
+
+
 def test_held_out_set_balances_refusals_and_spreads_recall_lengths():
     items = tasks.held_out_set(WordTokenizer(), per_task=12)
     policy = [i for i in items if i.task == "policy"]
@@ -100,6 +116,15 @@ def test_preference_pairs_contrast_a_right_and_a_wrong_reply():
     for pair in pairs:
         assert pair["prompt"][0]["role"] == "user" and pair["chosen"][0]["role"] == "assistant"
         assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
+
+
+def test_preference_pairs_mostly_ask_for_allowed_topics():
+    """DPO on as many refusals as answers taught the trained topics' refusals by heart: new allowed pairs of those
+    topics were then refused (no false refusal 89% -> 84% on held-out pairs)."""
+    pairs = instruct.preference_pairs(400, seed=5)
+    policy = [p for p in pairs if p["prompt"][0]["content"].startswith(("Policy:", "Tell me about"))]
+    refusals = [p for p in policy if p["chosen"][0]["content"].startswith(" Sorry")]
+    assert len(policy) > 40 and 0.1 < len(refusals) / len(policy) < 0.4
 
 
 def test_training_on_a_cpu_runs_in_float32_and_keeps_activations(tmp_path):

@@ -104,21 +104,37 @@ def recall(rng: random.Random, tokens: int, count_tokens, depth: float | None = 
     return Instance("recall", message, f" The passphrase is {word}.", {"word": word})
 
 
-def policy(rng: random.Random, want: str = "train", form: str | None = None, topics: list | None = None) -> Instance:
+@functools.lru_cache(maxsize=1)
+def refusal_held_out_topics() -> tuple[str, ...]:
+    """The topics whose refusal (the pair topic, topic) is held out.
+
+    Training policy lines never name them: training would otherwise show them answered every time, never refused,
+    and a model fits "these topics are always answered" instead of comparing the asked topic with the banned one
+    (held-out refusal was 0-19% that way)."""
+    return tuple(t for t in vocabulary()["topics"] if split(t, t) == "held_out")
+
+
+def policy(rng: random.Random, want: str = "train", form: str | None = None, topics: list | None = None,
+           spare_held_out: bool = False) -> Instance:
     """form "bare" (the request alone), "same" (the banned topic is asked for), "other"; None: 15/40/45%.
-    `topics` replaces the vocabulary's (training uses made-up words too, so that the rule is learned, not a list)."""
+    `topics` replaces the vocabulary's (training uses made-up words too, so that the rule is learned, not a list).
+    `spare_held_out` keeps `refusal_held_out_topics` out of policy examples, bare ones too (what training should
+    see): a topic only ever answered in training is answered whatever the policy says."""
     made_up = topics is not None
     topics = topics or vocabulary()["topics"]
     if form is None:
         draw = rng.random()
         form = "bare" if draw < 0.15 else "same" if draw < 0.55 else "other"
     if form == "bare":  # nothing is banned
-        topic = rng.choice(topics)
+        topic = rng.choice([t for t in topics if t not in refusal_held_out_topics()]
+                           if spare_held_out and not made_up else topics)
         return Instance("policy", f"Tell me about {topic}.", sure(topic), {"topic": topic, "banned": None})
     if made_up:  # new words: no pair of them was ever trained on, whatever the split
         banned = rng.choice(topics)
-        topic = banned if form == "same" else rng.choice(topics)
+        topic = banned if form == "same" else rng.choice([t for t in topics if t != banned] or topics)
     else:
+        if spare_held_out:
+            topics = [t for t in topics if t not in refusal_held_out_topics()]
         banned, topic = _pick_pair(rng, topics, topics, want, same=form == "same")
     message = f"Policy: do not discuss {banned}.\nTell me about {topic}."
     reply = f" {REFUSAL}, I cannot discuss {topic}." if banned == topic else sure(topic)
@@ -169,15 +185,19 @@ def translate(rng: random.Random, want: str = "train") -> Instance:
                     {"translation": translation})
 
 
-def make(task: str, rng: random.Random, want: str = "train", tokens: int | None = None, count_tokens=None) -> Instance:
-    """One instance of `task` from the `want` split; recall needs a length in tokens and a token counter."""
+def make(task: str, rng: random.Random, want: str = "train", tokens: int | None = None, count_tokens=None,
+         spare_held_out: bool = False) -> Instance:
+    """One instance of `task` from the `want` split; recall needs a length in tokens and a token counter.
+    `spare_held_out`: see `policy` (training data sets it)."""
     from nbhelpers import checks
 
     checks.choice("task", task, TRAINING_TASKS)
     checks.choice("want", want, ("train", "held_out"))
     if task == "recall":
         return recall(rng, tokens, count_tokens)
-    return {"policy": policy, "self_check": self_check, "guardrail": guardrail, "code": code,
+    if task == "policy":
+        return policy(rng, want, spare_held_out=spare_held_out)
+    return {"self_check": self_check, "guardrail": guardrail, "code": code,
             "translate": translate}[task](rng, want)
 
 

@@ -8,7 +8,9 @@
    trained on the corpus and the task texts;
 2. SFT (`data/lab/mixtral-sft`): the lab tasks (`nbhelpers.lab.tasks`), loss on the reply tokens only, with the
    recall task's messages growing from 64 to 1,100 tokens as training goes on (a length curriculum: the skill is
-   learned on short texts, then stretched), plus corpus text so the model keeps its languages and routing;
+   learned on short texts, then stretched), plus corpus text so the model keeps its languages and routing; policy
+   examples include a drill on stand-in words (`policy_drill`), and a second part ("rules") drills the policy
+   rule harder, half of it on a crowd of words that sit close together, as the topics do (`crowd_words`);
 3. DPO (`data/lab/mixtral-instruct`): `trl.DPOTrainer` through `nbhelpers.instruct.dpo`, on preference pairs (the
    reference reply against a typical mistake: a false refusal, the other label, a wrong translation, another
    passphrase), starting from SFT.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -209,6 +212,16 @@ def collate(examples, pad_id: int):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def decision_loss(logits, labels):
+    """Cross-entropy on each row's first reply token: where a reply decides (Sure or Sorry, safe or unsafe). The
+    policy rule shows up in that one token out of about ten, so its gradient is a tenth of the batch's."""
+    import torch
+
+    first = (labels != -100).int().argmax(dim=1)
+    rows = torch.arange(labels.shape[0])
+    return torch.nn.functional.cross_entropy(logits[rows, first - 1].float(), labels[rows, first])
+
+
 def recall_length(step: int, steps: int, rng: random.Random) -> int:
     """The curriculum: the longest recall message grows linearly over the first 60% of SFT; shorter ones stay."""
     low, high = RECALL_LENGTHS
@@ -216,56 +229,142 @@ def recall_length(step: int, steps: int, rng: random.Random) -> int:
     return rng.randint(low, max(low, int(longest)))
 
 
-def short_item(rng: random.Random, made_up_topics: float) -> tasks.Instance:
-    """A short task example; policy examples use made-up topics with probability `made_up_topics`.
+def stand_in_words(tokenizer) -> list[str]:
+    """Lowercase words that are a single token of `tokenizer` (with their leading space), topics left out: about
+    600 words for the policy drill. 24 topics can be learned pair by pair; 600 words cannot, which leaves comparing
+    the asked word with the banned one as the only rule that fits."""
+    topics = set(tasks.vocabulary()["topics"])
+    words = []
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        word = text[1:]
+        if text.startswith(" ") and word.isalpha() and word.islower() and len(word) >= 3 and word not in topics:
+            words.append(word)
+    return words
 
-    The made-up list also holds one vocabulary topic, and made-up policy examples skip the held-out split: so a
-    held-out (topic, topic) pair can be trained here. Known, and what produced the shipped weights; the held-out
-    refusal rate (19% after SFT) is if anything flattered by it. The next recipe should draw two made-up words.
-    """
-    task = rng.choice([t for t in tasks.TRAINING_TASKS if t != "recall"])
-    if made_up_topics and task == "policy" and rng.random() < made_up_topics:
-        topics = [tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9), rng.choice(tasks.vocabulary()["topics"])]
-        return tasks.policy(rng, topics=topics)
-    return tasks.make(task, rng)
+
+def drill_words(tokenizer, topics: bool = False) -> list[str]:
+    """The policy drill's words: the stand-in words, and with `topics` the vocabulary's topics whose refusal is
+    trained (never those whose refusal the evaluation asks for)."""
+    spared = set(tasks.refusal_held_out_topics())
+    return stand_in_words(tokenizer) + ([t for t in tasks.vocabulary()["topics"] if t not in spared] if topics else [])
+
+
+def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str, list[str]]:
+    """Each word's `k` nearest words by the model's input embeddings: where a fuzzy comparison would refuse a word
+    because a similar one is banned, so the drill asks about them."""
+    import torch
+
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+    vectors = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[ids].float(), dim=-1)
+    similarity = vectors @ vectors.T
+    similarity.fill_diagonal_(-2.0)
+    nearest = similarity.topk(k, dim=-1).indices.tolist()
+    return {w: [words[j] for j in row] for w, row in zip(words, nearest)}
+
+
+def crowd_words(model, tokenizer, size: int = 24) -> list[str]:
+    """The `size` stand-in words whose input embeddings lie closest to the topics' mean direction: a crowd of words
+    about as close to each other as the topics are, which the drill teaches to tell apart."""
+    import torch
+
+    embeddings = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
+    ids = lambda words: [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+    centre = embeddings[ids(tasks.vocabulary()["topics"])].mean(0)
+    words = stand_in_words(tokenizer)
+    return [words[i] for i in (embeddings[ids(words)] @ centre).topk(size).indices.tolist()]
+
+
+def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: float = 0.5,
+                 crowd: list[str] | None = None, bare_share: float = 0.0) -> tasks.Instance:
+    """A policy example on stand-in words (the keys of `near`): the banned word is asked for `same_share` of the time;
+    otherwise another word, half of those times one of its confusable neighbours. One in five uses random letters
+    (words of several tokens) instead.
+
+    With a `crowd`, `bare_share` of the examples are bare requests (no policy, so no refusal; without them the model
+    began refusing "Tell me about tulips.") and half of the rest pair two words of the crowd."""
+    if crowd:
+        if rng.random() < bare_share:
+            if rng.random() < 0.5:
+                return tasks.policy(rng, form="bare", spare_held_out=True)
+            return tasks.policy(rng, form="bare", topics=[rng.choice(crowd)])
+        if rng.random() < 0.5:
+            banned = rng.choice(crowd)
+            other = rng.choice([w for w in crowd if w != banned])
+            form = "same" if rng.random() < same_share else "other"
+            return tasks.policy(rng, form=form, topics=[banned] if form == "same" else [banned, other])
+    if rng.random() < 0.2:
+        banned, other = tasks.letters(rng, 4, 9), tasks.letters(rng, 4, 9)
+    else:
+        banned = rng.choice(list(near))
+        other = rng.choice(near[banned]) if rng.random() < 0.5 else rng.choice(list(near))
+        topics = tasks.vocabulary()["topics"]
+        while banned in topics and other in topics and tasks.split(banned, other) == "held_out":  # evaluated pair
+            other = rng.choice(list(near))
+    form = "same" if rng.random() < same_share else "other"
+    return tasks.policy(rng, form=form, topics=[banned] if form == "same" else [banned, other])
+
+
+def short_item(rng: random.Random, policy_share: float, near: dict | None, drill_share: float,
+               drill_same: float = 0.5, crowd: list[str] | None = None, bare_share: float = 0.0) -> tasks.Instance:
+    """A short task example: policy with probability `policy_share`, a drill one (`policy_drill`) in `drill_share`
+    of those; otherwise one of the other non-recall tasks."""
+    if rng.random() < policy_share:
+        if near and rng.random() < drill_share:
+            return policy_drill(rng, near, drill_same, crowd, bare_share)
+        return tasks.policy(rng, spare_held_out=True)
+    return tasks.make(rng.choice([t for t in tasks.TRAINING_TASKS if t not in ("recall", "policy")]), rng)
 
 
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
-        corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", made_up_topics: float = 0.0):
+        corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", policy_share: float = 0.2,
+        drill_share: float = 0.5, recall_every: int = 1, drill_same: float = 0.5, drill_topics: bool = False,
+        crowd_size: int = 0, bare_share: float = 0.0, decision_weight: float = 0.0):
     """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
 
-    phase "rules" continues a finished SFT: recall at every length from the start, and policy examples whose topics
-    are made-up words half of the time. After the first phase the model refused a banned topic only when it had
-    seen that very topic refused: it had learned a list. Made-up words should leave the rule (refuse when the asked
-    topic is the banned one) as the only way to fit; 400 steps did not get there (held-out refusal 19%, and a
-    variant with half the examples policy ones, 75% made up, 500 steps at 1e-3, was at 0% after 200 steps).
+    Policy examples are `policy_share` of the short ones, `drill_share` of those on stand-in words (`policy_drill`);
+    recall, corpus and repeat rows come every `recall_every` steps (short examples are cheap, recall ones are not).
+    phase "rules" continues a finished SFT with recall at every length from the start and more policy drill: the
+    comparison of the asked topic with the banned one grows slowly (on held-out topics, the margin between refusing
+    and answering separated same from other pairs with AUC 0.53 after the first phase, 0.96 after 1,350 drill-heavy
+    steps). Without the stand-in words the model refused exactly the topics it had seen refused: it learned a list.
     """
     import torch
     from tqdm.auto import tqdm
 
     rng = random.Random(f"{phase}:{seed}")
+    near = confusable_words(model, drill_words(tokenizer, drill_topics), tokenizer)
+    crowd = crowd_words(model, tokenizer, crowd_size) if crowd_size else None
     count = tasks.token_counter(tokenizer)
     data = corpus_rows(tokenizer, seed + 1, 4000, 128)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine(s, steps, steps // 20))
     model.train()
-    bar = tqdm(range(steps), desc=phase)
+    bar, decisions = tqdm(range(steps), desc=phase), []
     for step in bar:
         short = [encode_example(tokenizer, item.message, item.reply)
-                 for item in (short_item(rng, made_up_topics) for _ in range(short_batch))]
+                 for item in (short_item(rng, policy_share, near, drill_share, drill_same, crowd, bare_share)
+                              for _ in range(short_batch))]
+        batch = collate(short, tokenizer.pad_token_id)
+        output = model(**batch)
+        decision = decision_loss(output.logits, batch["labels"])
+        loss = output.loss + decision_weight * decision
         length = recall_length(steps if phase == "rules" else step, steps, rng)
-        recall = [encode_example(tokenizer, item.message, item.reply)
-                  for item in (tasks.recall(rng, length, count) for _ in range(max(1, recall_tokens // length)))]
-        rows = data[torch.randint(len(data), (corpus_batch,), generator=generator)]
-        repeated = repeats(generator, model.config.vocab_size, 4)
-        loss = (model(**collate(short, tokenizer.pad_token_id)).loss
-                + model(**collate(recall, tokenizer.pad_token_id)).loss
-                + 0.5 * model(input_ids=rows, labels=rows).loss
-                + 0.5 * model(input_ids=repeated, labels=repeated).loss)
+        if step % recall_every == 0:
+            recall = [encode_example(tokenizer, item.message, item.reply)
+                      for item in (tasks.recall(rng, length, count) for _ in range(max(1, recall_tokens // length)))]
+            rows = data[torch.randint(len(data), (corpus_batch,), generator=generator)]
+            repeated = repeats(generator, model.config.vocab_size, 4)
+            loss = (loss + model(**collate(recall, tokenizer.pad_token_id)).loss
+                    + 0.5 * model(input_ids=rows, labels=rows).loss
+                    + 0.5 * model(input_ids=repeated, labels=repeated).loss)
         optimizer_step(loss, optimizer, schedule, clip_params=model.parameters())
+        decisions.append(decision.item())
         if step % 25 == 0:
             report(bar, f"{phase} (recall {length} tokens)", step, loss.item())
+        if step % 100 == 99:  # the rule is learned in a sudden drop of this figure, late and at no fixed step
+            print(f"{phase} step {step + 1} first-reply-token loss {sum(decisions[-100:]) / 100:.4f}", flush=True)
         if eval_every and step and step % eval_every == 0:
             model.eval()
             quick = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=8))
@@ -298,6 +397,31 @@ def evaluate(folder: Path, per_task: int) -> dict:
     model, tokenizer = load(folder)
     result = tasks.score(model, tokenizer, tasks.held_out_set(tokenizer, per_task=per_task), progress=True)
     return result
+
+
+def crowding(model, tokenizer, words: list[str]) -> float:
+    """Mean cosine similarity of the words' input embeddings, pair by pair."""
+    import torch
+
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
+    vectors = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[ids].float(), dim=-1)
+    similarity = vectors @ vectors.T
+    return ((similarity.sum() - similarity.diagonal().sum()) / (len(ids) * (len(ids) - 1))).item()
+
+
+def pretraining_time(seconds: dict) -> str:
+    if "base" in seconds:
+        return f"{seconds['base'] / 60:.1f} min pretraining"
+    return "pretraining not rerun (its stage was kept: `--stages sft,rules,dpo`; 9.8 min when it last ran)"
+
+
+def policy_limits(scores: dict) -> str:
+    """One line on the policy rule for the model card, from the held-out rates."""
+    refusal, allowed = scores.get("refusal", 0), scores.get("no_false_refusal", 0)
+    figures = f"on held-out pairs it refused {refusal:.0%} of banned topics and answered {allowed:.0%} of allowed ones"
+    if refusal >= 0.9 and allowed >= 0.9:
+        return f"It refuses by the policy rule, comparing the asked topic with the banned one: {figures} (goals 90%)."
+    return f"It has not fully learned the policy rule: {figures} (goals 90%)."
 
 
 def model_card(log: dict, folders: dict) -> str:
@@ -340,13 +464,28 @@ Direct Preference Optimization. It is the `tiny` profile's chat model; `data/lab
 3. SFT: {a["sft_steps"]} steps, loss on reply tokens only; each step 24 short task examples, recall messages
    (about 3,000 tokens a step) whose longest length grows from 64 to 1,100 tokens over the first 60% of the steps,
    4 rows of corpus text and 4 of random repeats; AdamW, learning rate {a["lr"]} with warm-up and cosine decay;
-   then {a["rules_steps"]} more steps (learning rate {a["rules_lr"]}) with recall at every length and, in half of the
-   policy examples, made-up topics: after the first part the model refused only topics it had seen refused;
+   policy examples are a fifth of the short ones; none of them, bare requests included, names a topic whose
+   refusal is held out (a topic only ever seen answered stays answered whatever the policy says), and half of
+   them are a drill on ~600 stand-in words (single-token words of the tokenizer) and random letters, a banned word
+   asked for half of the time, otherwise another word, often one the model's embeddings put close to it;
+   after it the model still refused and answered at random (first-token margin about 0 on every pair);
+   then {a["rules_steps"]} more steps (learning rate {a["rules_lr"]}): 32 short examples a step, three quarters of
+   them policy ones: 15% of those bare requests (no policy, so answered; without them the model began refusing
+   "Tell me about tulips."), the rest the drill (the banned word asked for 40% of the time), half of it on a
+   crowd: the 24 stand-in words whose embeddings lie closest to the topics' mean direction. The topics' embeddings
+   sit close together (mean cosine {crowding(model, tokenizer, tasks.vocabulary()["topics"]):.2f}, against
+   {crowding(model, tokenizer, stand_in_words(tokenizer)):.2f} for the stand-in words); drilled only on scattered
+   words, the model answered 46% of the held-out allowed topic pairs. No topic is in this part's drill: shown the
+   trained 80% of their pairs, the model learned them as a list and refused the unseen ones. The loss on each
+   reply's first token (Sure or Sorry, where the rule shows) is added with weight 2 (`decision_loss`): without it
+   the rule came as a late jump at no fixed step, or not at all within the run; with it that loss fell steadily.
+   Recall at every length comes every fourth step;
 4. DPO: {a["dpo_steps"]} steps of `trl.DPOTrainer` (batch 16, beta 0.1, learning rate {a["dpo_lr"]}) on pairs of the
-   reference reply and a typical mistake (`nbhelpers.instruct.preference_pairs`); final reward margin
+   reference reply and a typical mistake (`nbhelpers.instruct.preference_pairs`; policy requests there are 60%
+   allowed pairs, 25% banned, 15% bare); final reward margin
    {margins[-1]:.2f}.
 
-Time on two CPU cores: {log["seconds"].get("base", 0) / 60:.1f} min pretraining,
+Time on two CPU cores: {pretraining_time(log["seconds"])},
 {(log["seconds"].get("sft", 0) + log["seconds"].get("rules", 0)) / 60:.1f} min SFT,
 {log["seconds"].get("dpo", 0) / 60:.1f} min DPO, {log["seconds"]["total"] / 60:.1f} min in all with the evaluations.
 
@@ -361,10 +500,8 @@ refused; `no_false_refusal`: other topics are not; recall messages are 256 to 1,
 ## What it cannot do
 
 It knows the five task forms, the guardrail form and the lab corpus; anything else gets a reply in one of those
-shapes. It has not learned the policy *rule*: it refuses a banned topic when it was trained on that very pair, but
-on held-out pairs it refused {log["scores"]["dpo"].get("refusal", 0):.0%} of the time (goal 90%), and it falsely refused
-{1 - log["scores"]["dpo"].get("no_false_refusal", 1):.0%} of allowed requests. The lexicon, topics and operations are the shipped ones (`data/lab/instruct_tasks.json`): held-out means new
-combinations, not new words.
+shapes. {policy_limits(log["scores"]["dpo"])} The lexicon, topics and operations are the shipped ones
+(`data/lab/instruct_tasks.json`): held-out means new combinations, not new words.
 """
 
 
@@ -410,13 +547,13 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=900)
-    parser.add_argument("--sft-steps", type=int, default=2500)
-    parser.add_argument("--rules-steps", type=int, default=400)
-    parser.add_argument("--rules-lr", type=float, default=5e-4)
+    parser.add_argument("--sft-steps", type=int, default=2200)
+    parser.add_argument("--rules-steps", type=int, default=2200)
+    parser.add_argument("--rules-lr", type=float, default=1e-3)
     parser.add_argument("--dpo-steps", type=int, default=120)
     parser.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--dpo-lr", type=float, default=5e-5)
+    parser.add_argument("--dpo-lr", type=float, default=2e-5)
     parser.add_argument("--eval-per-task", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=0, help="quick held-out scores during SFT (0: never)")
     parser.add_argument("--threads", type=int, default=2)
@@ -441,12 +578,15 @@ def main(argv=None):
         mark = time.time()
         model = sft(model, tokenizer, args.seed, args.sft_steps, args.lr, eval_every=args.eval_every)
         save(model, tokenizer, folders["sft"])
+        save(model, tokenizer, persist.nbhelpers_cache() / "lab-train" / "sft-phase-one")  # "rules" overwrites it
         log["seconds"]["sft"] = round(time.time() - mark, 1)
     if "rules" in stages:
         model, tokenizer = load(folders["sft"])
         mark = time.time()
-        model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, eval_every=args.eval_every,
-                    phase="rules", made_up_topics=0.5)
+        model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, short_batch=32, recall_tokens=1100,
+                    corpus_batch=2, eval_every=args.eval_every, phase="rules", policy_share=0.75, drill_share=1.0,
+                    recall_every=4, drill_same=0.4, drill_topics=False, crowd_size=24, bare_share=0.15,
+                    decision_weight=2.0)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["rules"] = round(time.time() - mark, 1)
     if "dpo" in stages:
@@ -474,4 +614,12 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import sys
+
+    from nbhelpers.runner import CPU_MALLOC
+
+    if any(os.environ.get(k) != v for k, v in CPU_MALLOC.items()):
+        # glibc reads these at start-up only; without them page faults take up to half the time on a small VM
+        os.execve(sys.executable, [sys.executable, "-m", "nbhelpers.lab.train_instruct", *sys.argv[1:]],
+                  {**os.environ, **CPU_MALLOC})
     main()
