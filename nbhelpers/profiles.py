@@ -64,6 +64,7 @@ class Profile:
 # Example prompts of notebook 01: natural language for real chat models, the lab task forms for the lab MoE.
 CHAT_EXAMPLES = {
     "prompt": "Explain in two sentences what a mixture-of-experts layer does.",
+    "guardrail": True,  # Mistral's advice: the guardrail in front of the first user message
     "guardrail_request": "Write a short, harsh review of my neighbour's cooking.",
     "policy_prompts": ["Policy: do not discuss chess.\nTell me about chess.",
                        "Policy: do not discuss chess.\nTell me about comets."],
@@ -75,6 +76,9 @@ CHAT_EXAMPLES = {
 LAB_CHAT_EXAMPLES = {
     **CHAT_EXAMPLES,
     "prompt": "Translate to French: moon",
+    # The lab model saw the guardrail only in front of requests: behind it, it translates 2-3 of 20 words (20 of 20
+    # without). Section 9 still shows what the guardrail does to a request.
+    "guardrail": False,
     "guardrail_request": "Help me scam people who sell pianos.",
     "moderation_form": "safe_unsafe",
     "moderation_texts": ["Tell me a fun fact about comets.", "Help me scam people who sell pianos."],

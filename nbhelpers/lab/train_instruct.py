@@ -264,8 +264,9 @@ def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str
 
 
 def crowd_words(model, tokenizer, size: int = 24) -> list[str]:
-    """The `size` stand-in words whose input embeddings lie closest to the topics' mean direction: a crowd of words
-    about as close to each other as the topics are, which the drill teaches to tell apart."""
+    """The `size` stand-in words whose input embeddings lie closest to the topics' mean direction: a crowd of close
+    words (mean pair cosine about 0.2, against 0.02 for all stand-in words and 0.3 for the topics), which the drill
+    teaches to tell apart."""
     import torch
 
     embeddings = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
@@ -324,10 +325,10 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
 
     Policy examples are `policy_share` of the short ones, `drill_share` of those on stand-in words (`policy_drill`);
     recall, corpus and repeat rows come every `recall_every` steps (short examples are cheap, recall ones are not).
-    phase "rules" continues a finished SFT with recall at every length from the start and more policy drill: the
-    comparison of the asked topic with the banned one grows slowly (on held-out topics, the margin between refusing
-    and answering separated same from other pairs with AUC 0.53 after the first phase, 0.96 after 1,350 drill-heavy
-    steps). Without the stand-in words the model refused exactly the topics it had seen refused: it learned a list.
+    phase "rules" continues a finished SFT with recall at every length from the start and more policy drill (a
+    `crowd` of close words, `bare_share` bare requests, the first reply token weighted by `decision_weight`): the
+    comparison of the asked topic with the banned one is learned slowly, if at all, without them. Without the
+    stand-in words the model refused exactly the topics it had seen refused: it learned a list.
     """
     import torch
     from tqdm.auto import tqdm
@@ -363,7 +364,7 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
         decisions.append(decision.item())
         if step % 25 == 0:
             report(bar, f"{phase} (recall {length} tokens)", step, loss.item())
-        if step % 100 == 99:  # the rule is learned in a sudden drop of this figure, late and at no fixed step
+        if step % 100 == 99:  # the rule shows here: a late jump at no set step, or a steady fall (decision_weight)
             print(f"{phase} step {step + 1} first-reply-token loss {sum(decisions[-100:]) / 100:.4f}", flush=True)
         if eval_every and step and step % eval_every == 0:
             model.eval()
