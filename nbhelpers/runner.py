@@ -182,20 +182,37 @@ def yaml_json(parameters: dict) -> str:
 CPU_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(1 << 36), "MALLOC_TOP_PAD_": str(1 << 30)}
 
 
+def runs_tiny(profile: str | None) -> bool:
+    """Whether the notebook will run under tiny: asked for, or "auto" (the default) on a machine without a GPU."""
+    if profile == "auto" or profile is None:
+        from nbhelpers import env
+        from nbhelpers.profiles import auto_profile_name
+
+        # no NVIDIA device at all: tiny, without importing torch in this process
+        return not env.gpu_hardware_present() or auto_profile_name(env.gpu()) == "tiny"
+    return profile == "tiny"
+
+
+def kernel_environment(parameters: dict, random_weights: bool = False) -> dict:
+    """The notebook kernel's environment variables."""
+    from nbhelpers import rehearsal
+
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")
+    if runs_tiny(parameters.get("profile")):
+        environment["HF_HUB_OFFLINE"] = "1"  # tiny is offline by definition: fail loudly if anything reaches out
+        environment.update(CPU_MALLOC)
+    environment.pop(rehearsal.ENV, None)  # only the flag turns a rehearsal on, never a leftover variable
+    if random_weights:  # the kernel reads it (nbhelpers.rehearsal): papermill parameters cannot reach the loaders
+        environment.update({rehearsal.ENV: "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
+    return environment
+
+
 def execute(path: Path, out: Path, parameters: dict, timeout: float, random_weights: bool = False) -> NotebookResult:
     executed = out / "executed" / path.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     summary_path = out / path.stem / "summary.json"
     summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
-    environment = dict(os.environ, PYTHONUNBUFFERED="1")
-    if parameters.get("profile") == "tiny":
-        environment["HF_HUB_OFFLINE"] = "1"  # tiny is offline by definition: fail loudly if anything reaches out
-        environment.update(CPU_MALLOC)
-    from nbhelpers import rehearsal
-
-    environment.pop(rehearsal.ENV, None)  # only the flag turns a rehearsal on, never a leftover variable
-    if random_weights:  # the kernel reads it (nbhelpers.rehearsal): papermill parameters cannot reach the loaders
-        environment.update({rehearsal.ENV: "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""})
+    environment = kernel_environment(parameters, random_weights)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
         handle.write(yaml_json(parameters))
     command = [sys.executable, "-m", "papermill", str(path), str(executed), "-f", handle.name,
