@@ -250,13 +250,18 @@ def drill_words(tokenizer, topics: bool = False) -> list[str]:
     return stand_in_words(tokenizer) + ([t for t in tasks.vocabulary()["topics"] if t not in spared] if topics else [])
 
 
-def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str, list[str]]:
-    """Each word's `k` nearest words by the model's input embeddings: where a fuzzy comparison would refuse a word
-    because a similar one is banned, so the drill asks about them."""
+def word_vectors(model, tokenizer, words: list[str]):
+    """The unit-length input embeddings of single-token words (with their leading space), one row per word."""
     import torch
 
     ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
-    vectors = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[ids].float(), dim=-1)
+    return torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[ids].float(), dim=-1)
+
+
+def confusable_words(model, words: list[str], tokenizer, k: int = 8) -> dict[str, list[str]]:
+    """Each word's `k` nearest words by the model's input embeddings: where a fuzzy comparison would refuse a word
+    because a similar one is banned, so the drill asks about them."""
+    vectors = word_vectors(model, tokenizer, words)
     similarity = vectors @ vectors.T
     similarity.fill_diagonal_(-2.0)
     nearest = similarity.topk(k, dim=-1).indices.tolist()
@@ -267,13 +272,9 @@ def crowd_words(model, tokenizer, size: int = 24) -> list[str]:
     """The `size` stand-in words whose input embeddings lie closest to the topics' mean direction: a crowd of close
     words (mean pair cosine about 0.2, against 0.02 for all stand-in words and 0.3 for the topics), which the drill
     teaches to tell apart."""
-    import torch
-
-    embeddings = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
-    ids = lambda words: [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
-    centre = embeddings[ids(tasks.vocabulary()["topics"])].mean(0)
+    centre = word_vectors(model, tokenizer, tasks.vocabulary()["topics"]).mean(0)
     words = stand_in_words(tokenizer)
-    return [words[i] for i in (embeddings[ids(words)] @ centre).topk(size).indices.tolist()]
+    return [words[i] for i in (word_vectors(model, tokenizer, words) @ centre).topk(size).indices.tolist()]
 
 
 def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: float = 0.5,
@@ -402,12 +403,9 @@ def evaluate(folder: Path, per_task: int) -> dict:
 
 def crowding(model, tokenizer, words: list[str]) -> float:
     """Mean cosine similarity of the words' input embeddings, pair by pair."""
-    import torch
-
-    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
-    vectors = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[ids].float(), dim=-1)
+    vectors = word_vectors(model, tokenizer, words)
     similarity = vectors @ vectors.T
-    return ((similarity.sum() - similarity.diagonal().sum()) / (len(ids) * (len(ids) - 1))).item()
+    return ((similarity.sum() - similarity.diagonal().sum()) / (len(words) * (len(words) - 1))).item()
 
 
 def pretraining_time(seconds: dict) -> str:
