@@ -77,22 +77,6 @@ def test_the_policy_drill_uses_hundreds_of_single_token_words_and_follows_the_ru
     assert all(i.reply.startswith(" Sorry") == r for i, r in zip(items, refused))
 
 
-def test_the_rules_drill_adds_the_trained_topics_but_never_a_pair_the_evaluation_asks():
-    import random
-
-    model, tokenizer = load("mixtral")
-    vocabulary, spared = set(tasks.vocabulary()["topics"]), set(tasks.refusal_held_out_topics())
-    words = train_instruct.drill_words(tokenizer, topics=True)
-    assert vocabulary - spared <= set(words) and not spared & set(words)
-    near = train_instruct.confusable_words(model, words, tokenizer)
-    rng = random.Random(1)
-    pairs = [(i.expected["banned"], i.expected["topic"])
-             for i in (train_instruct.policy_drill(rng, near, same_share=0.4) for _ in range(4000))]
-    topic_pairs = [p for p in pairs if set(p) <= vocabulary]
-    assert len(topic_pairs) > 20 and all(tasks.split(*p) == "train" for p in topic_pairs)
-    assert 0.32 < sum(b == t for b, t in pairs) / len(pairs) < 0.48
-
-
 def test_the_crowd_drill_tells_close_words_apart_and_keeps_bare_requests_answered():
     """The topics' embeddings sit close together; a drill only on scattered words left held-out allowed topic pairs
     refused (46% answered), and a drill with no bare request made "Tell me about tulips." refused."""
@@ -103,7 +87,7 @@ def test_the_crowd_drill_tells_close_words_apart_and_keeps_bare_requests_answere
     words = train_instruct.stand_in_words(tokenizer)
     assert len(set(crowd)) == 24 and set(crowd) <= set(words)
     assert train_instruct.crowding(model, tokenizer, crowd) > train_instruct.crowding(model, tokenizer, words) + 0.1
-    near = train_instruct.confusable_words(model, train_instruct.drill_words(tokenizer, topics=True), tokenizer)
+    near = train_instruct.confusable_words(model, words, tokenizer)
     rng = random.Random(2)
     items = [train_instruct.policy_drill(rng, near, 0.4, crowd, bare_share=0.15) for _ in range(2000)]
     bare = [i for i in items if i.expected["banned"] is None]

@@ -243,13 +243,6 @@ def stand_in_words(tokenizer) -> list[str]:
     return words
 
 
-def drill_words(tokenizer, topics: bool = False) -> list[str]:
-    """The policy drill's words: the stand-in words, and with `topics` the vocabulary's topics whose refusal is
-    trained (never those whose refusal the evaluation asks for)."""
-    spared = set(tasks.refusal_held_out_topics())
-    return stand_in_words(tokenizer) + ([t for t in tasks.vocabulary()["topics"] if t not in spared] if topics else [])
-
-
 def word_vectors(model, tokenizer, words: list[str]):
     """The unit-length input embeddings of single-token words (with their leading space), one row per word."""
     import torch
@@ -300,9 +293,6 @@ def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: flo
     else:
         banned = rng.choice(list(near))
         other = rng.choice(near[banned]) if rng.random() < 0.5 else rng.choice(list(near))
-        topics = tasks.vocabulary()["topics"]
-        while banned in topics and other in topics and tasks.split(banned, other) == "held_out":  # evaluated pair
-            other = rng.choice(list(near))
     form = "same" if rng.random() < same_share else "other"
     return tasks.policy(rng, form=form, topics=[banned] if form == "same" else [banned, other])
 
@@ -320,7 +310,7 @@ def short_item(rng: random.Random, policy_share: float, near: dict | None, drill
 
 def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 24, recall_tokens: int = 3072,
         corpus_batch: int = 4, eval_every: int = 0, phase: str = "sft", policy_share: float = 0.2,
-        drill_share: float = 0.5, recall_every: int = 1, drill_same: float = 0.5, drill_topics: bool = False,
+        drill_share: float = 0.5, recall_every: int = 1, drill_same: float = 0.5,
         crowd_size: int = 0, bare_share: float = 0.0, decision_weight: float = 0.0):
     """Reply-only loss on the lab tasks, the recall curriculum, and some corpus text.
 
@@ -335,7 +325,7 @@ def sft(model, tokenizer, seed: int, steps: int, lr: float, short_batch: int = 2
     from tqdm.auto import tqdm
 
     rng = random.Random(f"{phase}:{seed}")
-    near = confusable_words(model, drill_words(tokenizer, drill_topics), tokenizer)
+    near = confusable_words(model, stand_in_words(tokenizer), tokenizer)
     crowd = crowd_words(model, tokenizer, crowd_size) if crowd_size else None
     count = tasks.token_counter(tokenizer)
     data = corpus_rows(tokenizer, seed + 1, 4000, 128)
@@ -584,7 +574,7 @@ def main(argv=None):
         mark = time.time()
         model = sft(model, tokenizer, args.seed, args.rules_steps, args.rules_lr, short_batch=32, recall_tokens=1100,
                     corpus_batch=2, eval_every=args.eval_every, phase="rules", policy_share=0.75, drill_share=1.0,
-                    recall_every=4, drill_same=0.4, drill_topics=False, crowd_size=24, bare_share=0.15,
+                    recall_every=4, drill_same=0.4, crowd_size=24, bare_share=0.15,
                     decision_weight=2.0)
         save(model, tokenizer, folders["sft"])
         log["seconds"]["rules"] = round(time.time() - mark, 1)
