@@ -297,12 +297,12 @@ def policy_drill(rng: random.Random, near: dict[str, list[str]], same_share: flo
     return tasks.policy(rng, form=form, topics=[banned] if form == "same" else [banned, other])
 
 
-def short_item(rng: random.Random, policy_share: float, near: dict | None, drill_share: float,
+def short_item(rng: random.Random, policy_share: float, near: dict, drill_share: float,
                drill_same: float = 0.5, crowd: list[str] | None = None, bare_share: float = 0.0) -> tasks.Instance:
     """A short task example: policy with probability `policy_share`, a drill one (`policy_drill`) in `drill_share`
     of those; otherwise one of the other non-recall tasks."""
     if rng.random() < policy_share:
-        if near and rng.random() < drill_share:
+        if rng.random() < drill_share:
             return policy_drill(rng, near, drill_same, crowd, bare_share)
         return tasks.policy(rng, spare_held_out=True)
     return tasks.make(rng.choice([t for t in tasks.TRAINING_TASKS if t not in ("recall", "policy")]), rng)
@@ -401,7 +401,7 @@ def crowding(model, tokenizer, words: list[str]) -> float:
 def pretraining_time(seconds: dict) -> str:
     if "base" in seconds:
         return f"{seconds['base'] / 60:.1f} min pretraining"
-    return "pretraining not rerun (its stage was kept: `--stages sft,rules,dpo`; 9.8 min when it last ran)"
+    return "pretraining not rerun in this call (`--stages` without base; its time is in the run that made it)"
 
 
 def policy_limits(scores: dict) -> str:
